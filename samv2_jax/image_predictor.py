@@ -1,0 +1,263 @@
+"""Image segmentation: a functional core (`encode_images`, `decode_prompts`, `postprocess`)
+and `SAM2ImagePredictor`, the official class's API (same methods, arguments, numpy outputs)
+as thin host-side bookkeeping over that core."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import SAM2Config
+from .image_encoder import image_features
+from .mask_decoder import mask_decoder
+from .mask_postprocess import fill_holes_and_remove_sprinkles
+from .prompt_encoder import dense_pe, prompt_encoder
+from .transforms import as_rgb_uint8, postprocess_masks, preprocess_image
+
+VALID_LABELS = (-1, 0, 1, 2, 3)
+
+
+# --- functional core ------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def _preprocess(image_uint8, image_size: int):
+    return preprocess_image(image_uint8, image_size)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def encode_images(params, cfg: SAM2Config, images):
+    """images [B, S, S, 3] (preprocessed) -> {"image_embed", "high_res_feats"}."""
+    return image_features(params, cfg, images)
+
+
+def _decode(params, cfg: SAM2Config, image_embed, high_res_feats, coords, labels, mask_input,
+            multimask_output: bool, training: bool = False):
+    sparse, dense = prompt_encoder(
+        params["sam_prompt_encoder"], cfg,
+        points=None if coords is None else (coords, labels), boxes=None, masks=mask_input)
+    masks, ious, _, _ = mask_decoder(
+        params["sam_mask_decoder"], cfg.decoder, image_embed,
+        dense_pe(params["sam_prompt_encoder"], cfg), sparse, dense,
+        multimask_output=multimask_output, high_res_features=high_res_feats, training=training)
+    return masks, ious
+
+
+decode_prompts = jax.jit(_decode, static_argnames=("cfg", "multimask_output", "training"))
+decode_prompts.__doc__ = """Prompts for one image -> (low-res mask logits [B, M, 4E, 4E], IoU predictions [B, M]).
+
+coords [B, N, 2] in model-input pixels (box corners first, labels 2 and 3), labels [B, N],
+mask_input [B or 1, 4E, 4E] logits or None. image_embed [1, E, E, C] and high_res_feats are
+one image's entries from `encode_images`."""
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "orig_hw", "mask_threshold", "max_hole_area", "max_sprinkle_area", "return_logits"))
+def postprocess(low_res_masks, orig_hw: tuple[int, int], mask_threshold: float = 0.0,
+                max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0,
+                return_logits: bool = False):
+    """Low-res logits -> (masks at the original size, low-res logits clamped to [-32, 32])."""
+    masks = fill_holes_and_remove_sprinkles(low_res_masks, mask_threshold, max_hole_area,
+                                            max_sprinkle_area)
+    masks = postprocess_masks(masks, orig_hw)
+    if not return_logits:
+        masks = (masks > mask_threshold).astype(jnp.float32)
+    return masks, jnp.clip(low_res_masks, -32.0, 32.0)
+
+
+# --- the official-style predictor -----------------------------------------------------------
+
+
+class SAM2ImagePredictor:
+    """Embed an image once, then predict masks for any number of prompts.
+
+    Mirrors `sam2.sam2_image_predictor.SAM2ImagePredictor`; outputs are numpy arrays with the
+    official shapes and dtypes.
+    """
+
+    def __init__(self, sam_model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
+                 max_sprinkle_area: float = 0.0, **kwargs: Any) -> None:
+        if not hasattr(sam_model, "config") or not hasattr(sam_model, "params"):
+            raise TypeError(
+                "SAM2ImagePredictor needs a samv2_jax Model (from samv2_jax.load(...)), got "
+                f"{type(sam_model).__name__}")
+        self.model = sam_model
+        self.mask_threshold = float(mask_threshold)
+        self.max_hole_area = float(max_hole_area)
+        self.max_sprinkle_area = float(max_sprinkle_area)
+        self.reset_predictor()
+
+    @property
+    def config(self) -> SAM2Config:
+        return self.model.config
+
+    # -- images --
+
+    def reset_predictor(self) -> None:
+        self._is_image_set = False
+        self._features = None
+        self._orig_hw = None
+        self._is_batch = False
+
+    def _embed(self, images: Sequence[np.ndarray]) -> None:
+        size = self.config.image_size
+        batch = jnp.stack([_preprocess(jnp.asarray(im), size) for im in images])
+        self._features = encode_images(self.model.params, self.config, batch)
+        self._is_image_set = True
+
+    def set_image(self, image) -> None:
+        """Embed one image: HWC uint8 RGB numpy array or PIL image (grayscale/RGBA converted)."""
+        self.reset_predictor()
+        image = as_rgb_uint8(image)
+        self._orig_hw = [tuple(image.shape[:2])]
+        self._embed([image])
+
+    def set_image_batch(self, image_list) -> None:
+        """Embed a list of images for `predict_batch`."""
+        self.reset_predictor()
+        if not isinstance(image_list, (list, tuple)) or len(image_list) == 0:
+            raise TypeError("set_image_batch expects a non-empty list of HWC uint8 RGB images")
+        images = [as_rgb_uint8(im) for im in image_list]
+        self._orig_hw = [tuple(im.shape[:2]) for im in images]
+        self._embed(images)
+        self._is_batch = True
+
+    def get_image_embedding(self) -> np.ndarray:
+        """The stride-16 embedding, [B, C, E, E] like the official (channels first)."""
+        self._require_image("to get an embedding")
+        return np.asarray(self._features["image_embed"]).transpose(0, 3, 1, 2)
+
+    # -- prompts --
+
+    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                multimask_output: bool = True, return_logits: bool = False,
+                normalize_coords: bool = True):
+        """-> (masks [C, H, W], iou_predictions [C], low_res_logits [C, 4E, 4E]); with a batch of
+        B prompt sets, each gains a leading B axis. Masks are float32 0/1 unless return_logits."""
+        self._require_image("before mask prediction")
+        return self._predict_one(0, point_coords, point_labels, box, mask_input,
+                                 multimask_output, return_logits, normalize_coords)
+
+    def predict_batch(self, point_coords_batch=None, point_labels_batch=None, box_batch=None,
+                      mask_input_batch=None, multimask_output: bool = True,
+                      return_logits: bool = False, normalize_coords: bool = True):
+        """One prompt set per image of `set_image_batch` -> lists of masks, ious, low-res logits."""
+        if not self._is_batch:
+            raise RuntimeError("predict_batch needs images set with set_image_batch(...)")
+        self._require_image("before mask prediction")
+        n = len(self._orig_hw)
+        for name, value in (("point_coords_batch", point_coords_batch),
+                            ("point_labels_batch", point_labels_batch),
+                            ("box_batch", box_batch), ("mask_input_batch", mask_input_batch)):
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries for {n} images")
+        outs = [self._predict_one(
+            i,
+            None if point_coords_batch is None else point_coords_batch[i],
+            None if point_labels_batch is None else point_labels_batch[i],
+            None if box_batch is None else box_batch[i],
+            None if mask_input_batch is None else mask_input_batch[i],
+            multimask_output, return_logits, normalize_coords) for i in range(n)]
+        return [o[0] for o in outs], [o[1] for o in outs], [o[2] for o in outs]
+
+    def _require_image(self, what: str) -> None:
+        if not self._is_image_set:
+            raise RuntimeError(f"An image must be set with .set_image(...) {what}.")
+
+    def _predict_one(self, img_idx, point_coords, point_labels, box, mask_input,
+                     multimask_output, return_logits, normalize_coords):
+        cfg = self.config
+        orig_hw = self._orig_hw[img_idx]
+        coords, labels = _prepare_prompts(point_coords, point_labels, box, orig_hw,
+                                          cfg.image_size, normalize_coords)
+        mask = _prepare_mask_input(mask_input, cfg.low_res_mask_size)
+        if mask is not None and coords is not None and mask.shape[0] not in (1, coords.shape[0]):
+            raise ValueError(f"mask_input has {mask.shape[0]} masks for {coords.shape[0]} "
+                             "prompt sets; give one mask, or one per prompt set")
+        feats = self._features
+        embed = feats["image_embed"][img_idx:img_idx + 1]
+        high_res = tuple(f[img_idx:img_idx + 1] for f in feats["high_res_feats"])
+        low_res, ious = decode_prompts(
+            self.model.params, cfg, embed, high_res,
+            None if coords is None else jnp.asarray(coords),
+            None if labels is None else jnp.asarray(labels),
+            None if mask is None else jnp.asarray(mask),
+            multimask_output=bool(multimask_output))
+        masks, low_res = postprocess(
+            low_res, tuple(int(v) for v in orig_hw), self.mask_threshold, self.max_hole_area,
+            self.max_sprinkle_area, bool(return_logits))
+        masks, ious, low_res = (np.asarray(masks), np.asarray(ious), np.asarray(low_res))
+        squeeze = (lambda a: a[0]) if masks.shape[0] == 1 else (lambda a: a)
+        return squeeze(masks), squeeze(ious), squeeze(low_res)
+
+
+def _prepare_prompts(point_coords, point_labels, box, orig_hw, image_size, normalize_coords):
+    """Validate user prompts and map them to model-input pixels; box corners go first."""
+    coords = labels = None
+    if point_coords is not None:
+        if point_labels is None:
+            raise ValueError("point_labels must be given with point_coords (1 = foreground, "
+                             "0 = background)")
+        coords = np.asarray(point_coords, dtype=np.float32)
+        labels = np.asarray(point_labels)
+        if coords.ndim not in (2, 3) or coords.shape[-1] != 2:
+            raise ValueError(f"point_coords must be Nx2 (x, y) or BxNx2, got shape {coords.shape}")
+        if labels.shape != coords.shape[:-1]:
+            raise ValueError(f"point_labels must have one label per point: got {labels.shape} "
+                             f"labels for points of shape {coords.shape}")
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
+            if not np.all(np.equal(np.mod(labels, 1), 0)):
+                raise ValueError("point_labels must be integers (-1, 0, 1, 2 or 3)")
+        labels = labels.astype(np.int32)
+        bad = sorted(set(np.unique(labels).tolist()) - set(VALID_LABELS))
+        if bad:
+            raise ValueError(f"unknown point labels {bad}: use 1 (foreground), 0 (background), "
+                             "2/3 (box corners) or -1 (padding)")
+        if coords.ndim == 2:
+            coords, labels = coords[None], labels[None]
+        coords = _to_model_pixels(coords, orig_hw, image_size, normalize_coords)
+    elif point_labels is not None:
+        raise ValueError("point_labels were given without point_coords")
+    if box is not None:
+        box = np.asarray(box, dtype=np.float32)
+        if box.shape[-1] != 4 or box.ndim not in (1, 2):
+            raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) or Bx4, got shape {box.shape}")
+        corners = _to_model_pixels(box.reshape(-1, 2, 2), orig_hw, image_size, normalize_coords)
+        corner_labels = np.tile(np.array([[2, 3]], np.int32), (corners.shape[0], 1))
+        if coords is None:
+            coords, labels = corners, corner_labels
+        else:
+            if corners.shape[0] != coords.shape[0]:
+                raise ValueError(f"{corners.shape[0]} boxes but {coords.shape[0]} point sets: "
+                                 "give one box per point set")
+            coords = np.concatenate([corners, coords], axis=1)
+            labels = np.concatenate([corner_labels, labels], axis=1)
+    return coords, labels
+
+
+def _to_model_pixels(coords, orig_hw, image_size, normalize):
+    if not np.all(np.isfinite(coords)):
+        raise ValueError("prompt coordinates contain NaN or infinity")
+    coords = coords.astype(np.float32).copy()
+    if normalize:
+        h, w = orig_hw
+        coords[..., 0] = coords[..., 0] / w
+        coords[..., 1] = coords[..., 1] / h
+    return coords * image_size
+
+
+def _prepare_mask_input(mask_input, size):
+    if mask_input is None:
+        return None
+    mask = np.asarray(mask_input, dtype=np.float32)
+    if mask.ndim == 3:
+        mask = mask[None]
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[2:] != (size, size):
+        raise ValueError(
+            f"mask_input must be 1x{size}x{size} (or Bx1x{size}x{size}) low-res logits, such as "
+            f"one of the low-res masks a previous predict() returned; got shape {mask.shape}")
+    return mask[:, 0]
