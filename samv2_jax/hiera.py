@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .config import HieraBlockSpec, HieraConfig
-from .layers import conv2d, dot_product_attention, gelu, layer_norm, linear, mlp
+from .layers import chunked_rows, conv2d, dot_product_attention, gelu, layer_norm, linear, mlp
 from .transforms import resize_bicubic
 
 _NORM_EPS = 1e-6
@@ -72,7 +72,8 @@ def multiscale_block(p, spec: HieraBlockSpec, x):
         x = window_unpartition(x, ws, shortcut.shape[1:3])
 
     x = shortcut + x
-    return x + mlp(p["mlp"], layer_norm(p["norm2"], x, _NORM_EPS), 2, activation=gelu)
+    return x + chunked_rows(
+        lambda t: mlp(p["mlp"], layer_norm(p["norm2"], t, _NORM_EPS), 2, activation=gelu), x)
 
 
 def position_embedding(p, cfg: HieraConfig, hw: tuple[int, int], dtype):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compilation_cache import enable_compilation_cache
 from .config import SAM2Config
 from .image_encoder import image_features
 from .mask_decoder import mask_decoder
@@ -89,6 +90,7 @@ class SAM2ImagePredictor:
         self.mask_threshold = float(mask_threshold)
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)
+        enable_compilation_cache()
         self.reset_predictor()
 
     @property

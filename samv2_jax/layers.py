@@ -72,26 +72,53 @@ def mlp(p, x, num_layers: int, activation=jax.nn.relu, sigmoid_output: bool = Fa
     return jax.nn.sigmoid(x) if sigmoid_output else x
 
 
-def dot_product_attention(q, k, v, q_chunk: int = 256):
-    """q: [B, Nq, H, D], k/v: [B, Nk, H, D] -> [B, Nq, H, D]; softmax statistics in float32.
+def _attend(q, k, v):
+    """q [G, Nq, D] (already scaled), k/v [G, Nk, D] -> [G, Nq, D]; softmax stats in float32."""
+    logits = jnp.matmul(q, k.transpose(0, 2, 1)).astype(jnp.float32)
+    e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+    out = jnp.matmul(e.astype(v.dtype), v)
+    return out / e.sum(-1, keepdims=True).astype(out.dtype)
 
-    Large attention (the trunk's global blocks: 4096 x 4096 per head at 1024) runs over query
-    chunks so the logits stay in cache instead of a multi-hundred-MB intermediate.
+
+def dot_product_attention(q, k, v):
+    """q: [B, Nq, H, D], k/v: [B, Nk, H, D] -> [B, Nq, H, D].
+
+    On CPU the layout decides the speed: heads are folded into the batch (plain batched
+    matmuls), thousands of small windows run in groups so each group stays in cache, and a
+    large attention (4096 x 4096 per head in the trunk's global blocks) runs over query
+    chunks instead of materialising a multi-hundred-MB logits tensor.
     """
     b, nq, h, d = q.shape
     nk = k.shape[1]
-    q = (q * jnp.asarray(d ** -0.5, q.dtype)).transpose(0, 2, 1, 3)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
-    def attend(qc):
-        logits = jnp.einsum("bhqd,bhkd->bhqk", qc, k).astype(jnp.float32)
-        e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
-        out = jnp.einsum("bhqk,bhkd->bhqd", e.astype(v.dtype), v)
-        return out / e.sum(-1, keepdims=True).astype(out.dtype)
+    def fold(x):
+        return x.transpose(0, 2, 1, 3).reshape(b * h, x.shape[1], d)
 
-    if nq * nk > (1 << 21) and nq % q_chunk == 0:
-        chunks = q.reshape(b, h, nq // q_chunk, q_chunk, d).transpose(2, 0, 1, 3, 4)
-        out = jax.lax.map(attend, chunks).transpose(1, 2, 0, 3, 4).reshape(b, h, nq, d)
+    q = fold(q * jnp.asarray(d ** -0.5, q.dtype))
+    k, v = fold(k), fold(v)
+    g = b * h
+    if nq * nk > (1 << 21) and nq % _Q_CHUNK == 0:
+        qs = q.reshape(g, nq // _Q_CHUNK, _Q_CHUNK, d).transpose(1, 0, 2, 3)
+        out = jax.lax.map(lambda qc: _attend(qc, k, v), qs).transpose(1, 0, 2, 3)
+    elif g >= 4 * _WINDOW_GROUP and g % _WINDOW_GROUP == 0:
+        grouped = [x.reshape(g // _WINDOW_GROUP, _WINDOW_GROUP, *x.shape[1:]) for x in (q, k, v)]
+        out = jax.lax.map(lambda t: _attend(*t), tuple(grouped))
     else:
-        out = attend(q)
-    return out.transpose(0, 2, 1, 3)
+        out = _attend(q, k, v)
+    return out.reshape(b, h, nq, d).transpose(0, 2, 1, 3)
+
+
+_Q_CHUNK = 256
+_WINDOW_GROUP = 64
+
+
+def chunked_rows(fn, x, rows: int = 4096, min_rows: int = 16384):
+    """Apply a row-wise fn over [..., C] in chunks of `rows` tokens, so wide intermediates
+    (the 4x MLP hidden layer) stay in cache; small inputs run whole."""
+    c = x.shape[-1]
+    flat = x.reshape(-1, c)
+    n = flat.shape[0]
+    if n < min_rows or n % rows:
+        return fn(x)
+    out = jax.lax.map(fn, flat.reshape(n // rows, rows, c))
+    return out.reshape(*x.shape[:-1], out.shape[-1])
