@@ -72,16 +72,23 @@ def mlp(p, x, num_layers: int, activation=jax.nn.relu, sigmoid_output: bool = Fa
     return jax.nn.sigmoid(x) if sigmoid_output else x
 
 
-def _attend(q, k, v):
-    """q [G, Nq, D] (already scaled), k/v [G, Nk, D] -> [G, Nq, D]; softmax stats in float32."""
+def _attend(q, k, v, valid=None):
+    """q [G, Nq, D] (already scaled), k/v [G, Nk, D] -> [G, Nq, D]; softmax stats in float32.
+    valid [G, 1, Nk] bool or None: keys that take part in the softmax."""
     logits = jnp.matmul(q, k.transpose(0, 2, 1)).astype(jnp.float32)
+    if valid is not None:
+        # The most negative finite value, not -inf: a row with no valid key stays finite.
+        logits = jnp.where(valid, logits, jnp.finfo(jnp.float32).min)
     e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
     out = jnp.matmul(e.astype(v.dtype), v)
     return out / e.sum(-1, keepdims=True).astype(out.dtype)
 
 
-def dot_product_attention(q, k, v):
+def dot_product_attention(q, k, v, key_valid=None):
     """q: [B, Nq, H, D], k/v: [B, Nk, H, D] -> [B, Nq, H, D].
+
+    key_valid: [B, Nk] bool or None. Keys marked False get zero weight, as if they were
+    absent (a fixed-capacity memory pads its unused slots this way); None attends to all.
 
     On CPU the layout decides the speed: heads are folded into the batch (plain batched
     matmuls), thousands of small windows run in groups so each group stays in cache, and a
@@ -97,14 +104,18 @@ def dot_product_attention(q, k, v):
     q = fold(q * jnp.asarray(d ** -0.5, q.dtype))
     k, v = fold(k), fold(v)
     g = b * h
+    valid = None
+    if key_valid is not None:  # [B, Nk] -> [B * H, 1, Nk], the folded batch order
+        valid = jnp.broadcast_to(key_valid[:, None, None, :], (b, h, 1, nk)).reshape(g, 1, nk)
     if nq * nk > (1 << 21) and nq % _Q_CHUNK == 0:
         qs = q.reshape(g, nq // _Q_CHUNK, _Q_CHUNK, d).transpose(1, 0, 2, 3)
-        out = jax.lax.map(lambda qc: _attend(qc, k, v), qs).transpose(1, 0, 2, 3)
+        out = jax.lax.map(lambda qc: _attend(qc, k, v, valid), qs).transpose(1, 0, 2, 3)
     elif g >= 4 * _WINDOW_GROUP and g % _WINDOW_GROUP == 0:
-        grouped = [x.reshape(g // _WINDOW_GROUP, _WINDOW_GROUP, *x.shape[1:]) for x in (q, k, v)]
+        grouped = [x.reshape(g // _WINDOW_GROUP, _WINDOW_GROUP, *x.shape[1:])
+                   for x in (q, k, v) + (() if valid is None else (valid,))]
         out = jax.lax.map(lambda t: _attend(*t), tuple(grouped))
     else:
-        out = _attend(q, k, v)
+        out = _attend(q, k, v, valid)
     return out.reshape(b, h, nq, d).transpose(0, 2, 1, 3)
 
 

@@ -149,3 +149,47 @@ def rel_err(ours, official) -> float:
     assert ours.shape == official.shape, (ours.shape, official.shape)
     denom = max(np.abs(official).max(), 1e-12)
     return float(np.abs(ours - official).max() / denom)
+
+
+def _memory_as_float32(forward):
+    """The official stores memories in bfloat16; torch's concatenation with the float32 object
+    pointers turns them back into float32 in every case but one (no pointer beside them),
+    where its CPU path then fails on mixed dtypes. Doing that cast ourselves changes nothing
+    else."""
+
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        if "memory" in kwargs:
+            kwargs["memory"] = kwargs["memory"].float()
+        return forward(*args, **kwargs)
+
+    return wrapped
+
+
+@functools.lru_cache(maxsize=2)
+def official_video_predictor(name: str, image_size: int = 1024, seed: int = 0,
+                             fill_hole_area: int = 0, overrides: tuple[str, ...] = (),
+                             obj_score_shift: float = 0.0):
+    """The official SAM2VideoPredictor (its default post-processing on) with every tensor
+    re-drawn. Its hole filling needs a CUDA extension and is skipped on CPU, so parity runs
+    use fill_hole_area=0 on both sides.
+
+    Re-drawn weights put the object score near zero on every frame, so nearly all masks come
+    out as "no object"; `obj_score_shift` is added to the score head's last bias to make the
+    object present (large shift) or to put the decision between prompted and tracked frames.
+    """
+    from sam2.build_sam import build_sam2_video_predictor
+
+    extra = [f"++model.image_size={image_size}", *overrides]
+    pred = build_sam2_video_predictor(_CONFIG_FILES[name], None, device="cpu", mode="eval",
+                                      hydra_overrides_extra=extra)
+    randomize_(pred, seed)
+    pred.eval()
+    pred.fill_hole_area = fill_hole_area
+    if obj_score_shift:
+        import torch
+
+        with torch.no_grad():
+            pred.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += obj_score_shift
+    pred.memory_attention.forward = _memory_as_float32(pred.memory_attention.forward)
+    return pred

@@ -1,0 +1,97 @@
+"""Memory attention: the current frame's features attend to themselves and to the memory bank
+(spatial memories of earlier frames plus object-pointer tokens), conditioning the frame on
+what was tracked before.
+
+Every official config builds it the same way, so those choices are constants here: pre-norm
+layers of RoPE self-attention, RoPE cross-attention with the memory's position encoding
+added to its keys only, and a ReLU feed-forward; the queries' position encoding enters once,
+scaled by 0.1, at the input.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .config import SAM2Config
+from .layers import dot_product_attention, layer_norm, linear
+from .rope import apply_rope, apply_rope_frames, axial_cos_sin
+
+_LN_EPS = 1e-5  # torch's default nn.LayerNorm eps
+_INPUT_POS_SCALE = 0.1
+
+
+def _heads(x, num_heads: int):
+    return x.reshape(*x.shape[:2], num_heads, x.shape[-1] // num_heads)
+
+
+def rope_attention(p, q, k, v, num_heads: int, rope, num_k_rope: int | None = None,
+                   key_valid=None):
+    """Attention with axial RoPE on the queries and on the first `num_k_rope` keys.
+
+    rope: (cos, sin) for the query grid. Keys longer than the queries are whole frames of
+    that grid, each rotated like the queries; keys past `num_k_rope` (object pointers) are
+    left as they are. num_k_rope None rotates every key.
+    """
+    cos, sin = rope
+    q = _heads(linear(p["q_proj"], q), num_heads)
+    k = _heads(linear(p["k_proj"], k), num_heads)
+    v = _heads(linear(p["v_proj"], v), num_heads)
+    q = apply_rope(q, cos, sin)
+    n_rope = k.shape[1] if num_k_rope is None else num_k_rope
+    if n_rope > 0:
+        rotated = apply_rope_frames(k[:, :n_rope], cos, sin)
+        k = rotated if n_rope == k.shape[1] else jnp.concatenate([rotated, k[:, n_rope:]], 1)
+    out = dot_product_attention(q, k, v, key_valid=key_valid)
+    return linear(p["out_proj"], out.reshape(*out.shape[:2], -1))
+
+
+def memory_attention_layer(p, cfg: SAM2Config, x, memory, memory_pos, rope, num_k_rope: int,
+                           memory_valid):
+    """One pre-norm layer. The queries' PE is not added here (it entered at the input);
+    self-attention positions come from RoPE alone."""
+    heads = cfg.memory.attention_num_heads
+    h = layer_norm(p["norm1"], x, _LN_EPS)
+    x = x + rope_attention(p["self_attn"], h, h, h, heads, rope)
+
+    h = layer_norm(p["norm2"], x, _LN_EPS)
+    x = x + rope_attention(p["cross_attn_image"], h, memory + memory_pos, memory, heads, rope,
+                           num_k_rope, memory_valid)
+
+    h = layer_norm(p["norm3"], x, _LN_EPS)
+    h = linear(p["linear2"], jax.nn.relu(linear(p["linear1"], h)))
+    return x + h
+
+
+def memory_attention(p, cfg: SAM2Config, curr, curr_pos, memory, memory_pos,
+                     num_obj_ptr_tokens: int, feat_hw: tuple[int, int], memory_valid=None):
+    """Condition the current frame on the memory bank.
+
+    curr, curr_pos: [B, N, C] with N = h * w tokens of the current frame, row-major.
+    memory, memory_pos: [B, M, mem_dim]; the first M - num_obj_ptr_tokens tokens are whole
+        frames of N spatial tokens, the last num_obj_ptr_tokens are object pointers.
+    memory_valid: [B, M] bool or None; False tokens are left out of the attention, so a
+        padded bank gives what the official model gives on its valid tokens alone.
+    num_obj_ptr_tokens and feat_hw are static. Returns [B, N, C].
+    """
+    h, w = feat_hw
+    n, m = curr.shape[1], memory.shape[1]
+    if n != h * w:
+        raise ValueError(f"curr has {n} tokens but feat_hw {feat_hw} has {h * w}")
+    num_k_rope = m - num_obj_ptr_tokens
+    if num_k_rope < 0 or num_k_rope % n:
+        raise ValueError(f"{m} memory tokens less {num_obj_ptr_tokens} object pointers are not "
+                         f"whole frames of {n} tokens")
+    head_dim = cfg.hidden_dim // cfg.memory.attention_num_heads
+    rope = axial_cos_sin(head_dim, h, w, float(cfg.memory.rope_theta))
+    if memory_valid is not None:
+        # Zero the padding so that whatever it holds (even NaN) cannot leak through 0 * x.
+        keep = memory_valid[..., None]
+        memory = jnp.where(keep, memory, 0).astype(memory.dtype)
+        memory_pos = jnp.where(keep, memory_pos, 0).astype(memory_pos.dtype)
+
+    x = curr + jnp.asarray(_INPUT_POS_SCALE, curr.dtype) * curr_pos
+    for i in range(cfg.memory.attention_layers):
+        x = memory_attention_layer(p["layers"][str(i)], cfg, x, memory, memory_pos, rope,
+                                   num_k_rope, memory_valid)
+    return layer_norm(p["norm"], x, _LN_EPS)

@@ -1,0 +1,109 @@
+"""Memory encoder: fuses a frame's stride-16 features with its predicted mask into the small
+(mem_dim-channel) memory map that later frames attend to, plus that map's position encoding.
+
+The mask is brought down to the feature stride by strided convs, added to the projected
+features, mixed by ConvNeXt-style blocks and projected to mem_dim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from .config import SAM2Config
+from .layers import conv1x1, conv2d, gelu, layer_norm, linear
+from .position_encoding import sine_grid
+
+_LN_EPS = 1e-6  # LayerNorm2d's eps, also in the fuser blocks
+
+
+def _num_downsample_steps(cfg: SAM2Config) -> int:
+    stride = cfg.memory.mask_downsampler_stride
+    steps = round(math.log(cfg.backbone_stride) / math.log(stride))
+    if stride ** steps != cfg.backbone_stride:
+        raise ValueError(f"mask downsampler stride {stride} does not reach the backbone stride "
+                         f"{cfg.backbone_stride} in whole steps")
+    return steps
+
+
+def mask_downsampler(p, cfg: SAM2Config, masks):
+    """masks [B, S, S, 1] -> [B, S/16, S/16, hidden_dim]: (conv, LayerNorm2d, GELU) steps,
+    each halving the side and quadrupling the channels, then a 1x1 projection."""
+    m = cfg.memory
+    steps = _num_downsample_steps(cfg)
+    x = masks
+    for k in range(steps):
+        x = conv2d(p[str(3 * k)], x, stride=m.mask_downsampler_stride,
+                   padding=m.mask_downsampler_padding)
+        x = gelu(layer_norm(p[str(3 * k + 1)], x, _LN_EPS))
+    return conv1x1(p[str(3 * steps)], x)
+
+
+def cx_block(p, x, kernel: int):
+    """ConvNeXt block: depthwise conv, norm, 4x MLP with GELU, per-channel gamma, residual."""
+    c = x.shape[-1]
+    h = conv2d(p["dwconv"], x, padding=kernel // 2, groups=c)
+    h = layer_norm(p["norm"], h, _LN_EPS)
+    h = linear(p["pwconv2"], gelu(linear(p["pwconv1"], h)))
+    return x + p["gamma"].astype(h.dtype) * h
+
+
+def memory_pos_enc(cfg: SAM2Config, features):
+    """The sine grid of the memory map ([B, E, E, mem_dim]); depends on shapes only."""
+    b, h, w, c = features.shape
+    grid = jnp.asarray(sine_grid(h, w, c), features.dtype)
+    return jnp.broadcast_to(grid, (b, h, w, c))
+
+
+def memory_encoder(p, cfg: SAM2Config, pix_feat, masks):
+    """pix_feat [B, E, E, C] raw stride-16 features (no no-memory embedding); masks [B, S, S]
+    already scaled for the encoder (no sigmoid is applied here).
+
+    Returns (maskmem_features, maskmem_pos_enc), both [B, E, E, mem_dim].
+    """
+    m = cfg.memory
+    mask_feat = mask_downsampler(p["mask_downsampler"]["encoder"], cfg,
+                                 masks[..., None].astype(pix_feat.dtype))
+    x = conv1x1(p["pix_feat_proj"], pix_feat) + mask_feat
+    for i in range(m.fuser_layers):
+        x = cx_block(p["fuser"]["layers"][str(i)], x, m.fuser_kernel)
+    if "out_proj" in p:  # absent when mem_dim equals the hidden width
+        x = conv1x1(p["out_proj"], x)
+    return x, memory_pos_enc(cfg, x)
+
+
+def mask_for_memory(cfg: SAM2Config, high_res_masks, is_mask_from_pts):
+    """Mask logits [B, S, S] -> the encoder's input: a sigmoid (or, for masks from clicks when
+    the model asks for it, a hard 0/1 mask), then the fixed scale and bias."""
+    m = cfg.memory
+    probs = jax.nn.sigmoid(high_res_masks)
+    if m.binarize_mask_from_pts_for_mem_enc:
+        from_pts = jnp.broadcast_to(jnp.asarray(is_mask_from_pts, bool),
+                                    high_res_masks.shape[:1])
+        hard = (high_res_masks > 0).astype(high_res_masks.dtype)
+        probs = jnp.where(from_pts[:, None, None], hard, probs)
+    if m.sigmoid_scale_for_mem_enc != 1.0:
+        probs = probs * m.sigmoid_scale_for_mem_enc
+    if m.sigmoid_bias_for_mem_enc != 0.0:
+        probs = probs + m.sigmoid_bias_for_mem_enc
+    return probs
+
+
+def encode_new_memory(params, cfg: SAM2Config, pix_feat, high_res_masks, object_score_logits,
+                      is_mask_from_pts):
+    """A new memory of the current frame from its prediction.
+
+    pix_feat [B, E, E, C] raw stride-16 features; high_res_masks [B, S, S] logits at
+    image_size; object_score_logits [B, 1]; is_mask_from_pts [B] bool (per object, may be
+    traced). With SAM 2.1's no-object embedding, frames predicted without the object get it
+    added to every position of their memory. Returns (maskmem_features, maskmem_pos_enc).
+    """
+    masks = mask_for_memory(cfg, high_res_masks, is_mask_from_pts)
+    features, pos = memory_encoder(params["memory_encoder"], cfg, pix_feat, masks)
+    if cfg.memory.no_obj_embed_spatial:
+        absent = (object_score_logits.reshape(-1) <= 0).astype(features.dtype)
+        embed = params["no_obj_embed_spatial"].reshape(-1).astype(features.dtype)
+        features = features + absent[:, None, None, None] * embed
+    return features, pos

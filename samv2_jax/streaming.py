@@ -1,0 +1,207 @@
+"""A streaming tracker for sources without an end: frames arrive one at a time, prompts and
+objects may be added on any frame, masks come out per frame, and memory stays flat.
+
+The bank has a fixed number of slots per object: `max_prompt_frames` for prompted frames plus
+a ring of recent frames (enough for the spatial memories and the object pointers the default
+policy reads). Nothing else is kept between frames, so a stream of any length runs in the same
+memory. `bank` is a public attribute: read it, edit it, or replace it between frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .checkpoint import Model
+from .compilation_cache import enable_compilation_cache
+from .config import SAM2Config
+from .memory_bank import MemoryBank, default_policy, empty_bank, streaming_slot, write
+from .tracking import (decode_frame, encode_frame, encode_prompted_memory,
+                       track_step_inplace, use_multimask)
+from .transforms import resize_bilinear
+from .video_io import preprocess_frame
+from .video_predictor import _as_points, _to_video_res
+
+_UNBOUNDED = 2**30
+
+
+class Prompt(NamedTuple):
+    """Prompts for one object on one frame, in the frame's own pixels: clicks (`points` [N, 2]
+    with `labels` [N], 1 foreground / 0 background), a `box` (x0, y0, x1, y1), or a `mask`
+    [H, W] (used alone)."""
+
+    points: Any = None
+    labels: Any = None
+    box: Any = None
+    mask: Any = None
+
+
+class FrameResult(NamedTuple):
+    frame_idx: int
+    obj_ids: list
+    masks: np.ndarray          # [O, 1, H, W] logits at the frame's resolution
+    object_scores: np.ndarray  # [O] object score logits (> 0: the object is visible)
+
+
+class StreamingTracker:
+    """Track objects through frames pushed one at a time (`track(frame, prompts)`).
+
+    Defaults match `SAM2VideoPredictor`; `num_frames` may give a known stream length (the
+    object-pointer encoding depends on it for videos shorter than 16 frames).
+    """
+
+    def __init__(self, model: Model, max_prompt_frames: int = 4, fill_hole_area: int = 8,
+                 non_overlap_masks: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
+                 memory_dtype: str = "bfloat16", num_frames: int | None = None,
+                 policy=default_policy):
+        enable_compilation_cache()
+        cfg = model.config
+        mem = dataclasses.replace(
+            cfg.memory, binarize_mask_from_pts_for_mem_enc=binarize_mask_from_pts_for_mem_enc)
+        self.cfg: SAM2Config = cfg.replace(memory=mem)
+        self.params = model.params
+        if max_prompt_frames < 1:
+            raise ValueError(f"max_prompt_frames must be >= 1, got {max_prompt_frames}")
+        self.max_prompt_frames = int(max_prompt_frames)
+        self.fill_hole_area = int(fill_hole_area)
+        self.non_overlap_masks = bool(non_overlap_masks)
+        self.memory_dtype = jnp.dtype(memory_dtype)
+        self.num_frames = _UNBOUNDED if num_frames is None else int(num_frames)
+        self.policy = policy
+        m = self.cfg.memory
+        recent = max((m.num_maskmem - 2) * m.memory_temporal_stride_for_eval + 1,
+                     m.max_obj_ptrs_in_encoder - 1 if m.use_obj_ptrs_in_encoder else 0)
+        self.capacity = self.max_prompt_frames + recent
+        self.reset()
+
+    def reset(self):
+        """Forget every object and memory; the next frame gets index 0."""
+        self.obj_ids: list = []
+        self.bank: MemoryBank | None = None
+        self.frame_idx = 0
+        self._prompted: list[list[int]] = []  # per object: its prompted frames, oldest first
+
+    def remove_object(self, obj_id):
+        if obj_id not in self.obj_ids:
+            raise KeyError(f"unknown object id {obj_id!r}; known ids: {self.obj_ids}")
+        i = self.obj_ids.index(obj_id)
+        keep = jnp.asarray([j for j in range(len(self.obj_ids)) if j != i], jnp.int32)
+        self.obj_ids.pop(i)
+        self._prompted.pop(i)
+        self.bank = jax.tree.map(lambda x: x[keep], self.bank) if self.obj_ids else None
+
+    def _add_object(self, obj_id):
+        row = empty_bank(self.cfg, 1, self.capacity, self.memory_dtype)
+        self.bank = row if self.bank is None else jax.tree.map(
+            lambda a, b: jnp.concatenate([a, b], 0), self.bank, row)
+        self.obj_ids.append(obj_id)
+        self._prompted.append([])
+
+    def _row(self, i) -> MemoryBank:
+        return jax.tree.map(lambda x: x[i:i + 1], self.bank)
+
+    def track(self, frame, prompts: Mapping[Any, Prompt] | None = None) -> FrameResult:
+        """Process the next frame (HWC uint8 RGB, or anything `preprocess_frame` accepts)
+        with optional prompts {obj_id: Prompt}; new ids start new objects."""
+        prompts = dict(prompts or {})
+        rgb = np.asarray(frame)
+        if rgb.ndim != 3 or rgb.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"a frame must be an HWC image array, got shape {rgb.shape}")
+        h, w = rgb.shape[:2]
+        f = self.frame_idx
+        image = jnp.asarray(preprocess_frame(rgb, self.cfg.image_size))[None]
+        feats = encode_frame(self.params, self.cfg, image)
+        for obj_id in prompts:
+            if obj_id not in self.obj_ids:
+                self._add_object(obj_id)
+        if not self.obj_ids:
+            self.frame_idx += 1
+            return FrameResult(f, [], np.zeros((0, 1, h, w), np.float32), np.zeros((0,)))
+        o = len(self.obj_ids)
+        prompted = np.array([oid in prompts for oid in self.obj_ids])
+        pred = [None] * o
+        scores = [None] * o
+
+        tracked_any = any(not p for p in prompted) and any(len(p) for p in self._prompted)
+        if tracked_any:
+            has_memory = np.array([len(p) > 0 for p in self._prompted])
+            write_mask = ~prompted & has_memory
+            step, self.bank = track_step_inplace(
+                self.params, self.cfg, self.bank, feats, f, streaming_slot(self.bank, f, False),
+                jnp.asarray(write_mask), num_frames=self.num_frames,
+                max_cond=self.max_prompt_frames, fill_hole_area=self.fill_hole_area,
+                memory_dtype=self.memory_dtype, policy=self.policy)
+            for i in np.flatnonzero(write_mask):
+                pred[i] = step["pred_masks"][i:i + 1]
+                scores[i] = step["object_score_logits"][i:i + 1]
+
+        for i, obj_id in enumerate(self.obj_ids):
+            if prompted[i]:
+                pred[i], scores[i] = self._prompted_frame(i, prompts[obj_id], feats, f, (h, w))
+            elif pred[i] is None:  # an object with no prompt yet
+                low = self.cfg.low_res_mask_size
+                pred[i] = jnp.full((1, 1, low, low), -1024.0)
+                scores[i] = jnp.full((1, 1), -1024.0)
+        self.frame_idx += 1
+        masks = _to_video_res(jnp.concatenate(pred), (h, w), self.non_overlap_masks)
+        return FrameResult(f, list(self.obj_ids), np.asarray(masks),
+                           np.asarray(jnp.concatenate(scores)).reshape(-1))
+
+    def _prompted_frame(self, i, prompt: Prompt, feats, f, hw):
+        """Decode one object's prompts on this frame and store the result as a prompted
+        memory (evicting its oldest prompted memory beyond `max_prompt_frames`)."""
+        if not isinstance(prompt, Prompt):
+            prompt = Prompt(**prompt) if isinstance(prompt, Mapping) else Prompt(*prompt)
+        s = self.cfg.image_size
+        init_cond = not self._prompted[i] and not bool(self.bank.valid[i].any())
+        common = dict(reverse=False, num_frames=self.num_frames, init_cond=init_cond,
+                      max_cond=self.max_prompt_frames, fill_hole_area=self.fill_hole_area,
+                      policy=self.policy)
+        if prompt.mask is not None:
+            m = np.asarray(prompt.mask)
+            if m.ndim != 2:
+                raise ValueError(f"a mask prompt must be 2-D [H, W], got shape {m.shape}")
+            mask = jnp.asarray(m.astype(bool).astype(np.float32))
+            if m.shape != (s, s):
+                mask = resize_bilinear(mask[None, :, :, None], (s, s), antialias=True)
+                mask = (mask[0, :, :, 0] >= 0.5).astype(jnp.float32)
+            out = decode_frame(self.params, self.cfg, self._row(i), feats, f,
+                               multimask=use_multimask(self.cfg, init_cond, 0),
+                               mask_inputs=mask[None], **common)
+        else:
+            pts, lab = _as_points(prompt.points, prompt.labels)
+            if prompt.box is not None:
+                b = np.asarray(prompt.box, np.float32)
+                if b.size != 4:
+                    raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got {b.shape}")
+                pts = np.concatenate([b.reshape(2, 2), pts], 0)
+                lab = np.concatenate([np.array([2, 3], np.int32), lab], 0)
+            if len(lab) == 0:
+                raise ValueError("a prompt needs points with labels, a box, or a mask")
+            h, w = hw
+            pts = pts / np.array([w, h], np.float32) * s
+            out = decode_frame(self.params, self.cfg, self._row(i), feats, f,
+                               multimask=use_multimask(self.cfg, init_cond, len(lab)),
+                               points=(jnp.asarray(pts[None]), jnp.asarray(lab[None])), **common)
+        maskmem = encode_prompted_memory(self.params, self.cfg, feats, out["pred_masks"],
+                                         out["object_score_logits"],
+                                         memory_dtype=self.memory_dtype)
+        prompted = self._prompted[i]
+        if f not in prompted:
+            prompted.append(f)
+        if len(prompted) > self.max_prompt_frames:  # the oldest becomes an ordinary memory
+            old = prompted.pop(0)
+            demote = (jnp.arange(len(self.obj_ids)) == i)[:, None] & (self.bank.frame_idx == old)
+            self.bank = self.bank.replace(is_cond=self.bank.is_cond & ~demote)
+        o = len(self.obj_ids)
+        slot = streaming_slot(self.bank, f, True)
+        self.bank = write(
+            self.bank, slot, jnp.broadcast_to(maskmem, (o, *maskmem.shape[1:])),
+            jnp.broadcast_to(out["obj_ptr"], (o, out["obj_ptr"].shape[-1])), f, True,
+            jnp.broadcast_to(out["object_score_logits"].reshape(-1), (o,)),
+            where=jnp.arange(o) == i)
+        return out["pred_masks"], out["object_score_logits"]
