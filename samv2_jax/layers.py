@@ -85,7 +85,7 @@ def _attend(q, k, v, valid=None):
 
 
 def dot_product_attention(q, k, v, key_valid=None):
-    """q: [B, Nq, H, D], k/v: [B, Nk, H, D] -> [B, Nq, H, D].
+    """q/k: [B, Nq or Nk, H, D], v: [B, Nk, H, Dv] -> [B, Nq, H, Dv].
 
     key_valid: [B, Nk] bool or None. Keys marked False get zero weight, as if they were
     absent (a fixed-capacity memory pads its unused slots this way); None attends to all.
@@ -99,7 +99,7 @@ def dot_product_attention(q, k, v, key_valid=None):
     nk = k.shape[1]
 
     def fold(x):
-        return x.transpose(0, 2, 1, 3).reshape(b * h, x.shape[1], d)
+        return x.transpose(0, 2, 1, 3).reshape(b * h, x.shape[1], x.shape[-1])
 
     q = fold(q * jnp.asarray(d ** -0.5, q.dtype))
     k, v = fold(k), fold(v)
@@ -107,8 +107,10 @@ def dot_product_attention(q, k, v, key_valid=None):
     valid = None
     if key_valid is not None:  # [B, Nk] -> [B * H, 1, Nk], the folded batch order
         valid = jnp.broadcast_to(key_valid[:, None, None, :], (b, h, 1, nk)).reshape(g, 1, nk)
-    if nq * nk > (1 << 21) and nq % _Q_CHUNK == 0:
-        qs = q.reshape(g, nq // _Q_CHUNK, _Q_CHUNK, d).transpose(1, 0, 2, 3)
+    # Long key sequences (a full memory bank: 28k keys) run better in larger query chunks.
+    chunk = _Q_CHUNK if nk <= 8192 else 2 * _Q_CHUNK
+    if nq * nk > (1 << 21) and nq % chunk == 0:
+        qs = q.reshape(g, nq // chunk, chunk, d).transpose(1, 0, 2, 3)
         out = jax.lax.map(lambda qc: _attend(qc, k, v, valid), qs).transpose(1, 0, 2, 3)
     elif g >= 4 * _WINDOW_GROUP and g % _WINDOW_GROUP == 0:
         grouped = [x.reshape(g // _WINDOW_GROUP, _WINDOW_GROUP, *x.shape[1:])
@@ -116,7 +118,7 @@ def dot_product_attention(q, k, v, key_valid=None):
         out = jax.lax.map(lambda t: _attend(*t), tuple(grouped))
     else:
         out = _attend(q, k, v, valid)
-    return out.reshape(b, h, nq, d).transpose(0, 2, 1, 3)
+    return out.reshape(b, h, nq, v.shape[-1]).transpose(0, 2, 1, 3)
 
 
 _Q_CHUNK = 256

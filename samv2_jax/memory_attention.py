@@ -36,13 +36,27 @@ def rope_attention(p, q, k, v, num_heads: int, rope, num_k_rope: int | None = No
     cos, sin = rope
     q = _heads(linear(p["q_proj"], q), num_heads)
     k = _heads(linear(p["k_proj"], k), num_heads)
-    v = _heads(linear(p["v_proj"], v), num_heads)
+    wv, bv = p["v_proj"]["weight"], p["v_proj"]["bias"]  # [in, out], [out]
+    d_in, d_out = wv.shape
+    # Attention weights sum to one, so projecting the values after attending gives the same
+    # result; when the values are narrower than the heads (64-wide memories, 256-wide
+    # heads) that makes the weighted sum, the costliest product here, several times cheaper.
+    late_v = d_in * num_heads < d_out
+    if late_v:
+        v = jnp.broadcast_to(v[:, :, None, :], (*v.shape[:2], num_heads, d_in))
+    else:
+        v = _heads(linear(p["v_proj"], v), num_heads)
     q = apply_rope(q, cos, sin)
     n_rope = k.shape[1] if num_k_rope is None else num_k_rope
     if n_rope > 0:
         rotated = apply_rope_frames(k[:, :n_rope], cos, sin)
         k = rotated if n_rope == k.shape[1] else jnp.concatenate([rotated, k[:, n_rope:]], 1)
     out = dot_product_attention(q, k, v, key_valid=key_valid)
+    if late_v:
+        dh = d_out // num_heads
+        w = jnp.asarray(wv).reshape(d_in, num_heads, dh)
+        out = jnp.einsum("bnhi,hid->bnhd", out, w.transpose(1, 0, 2).astype(out.dtype))
+        out = out + jnp.asarray(bv).reshape(num_heads, dh).astype(out.dtype)
     return linear(p["out_proj"], out.reshape(*out.shape[:2], -1))
 
 

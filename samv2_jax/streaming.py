@@ -21,7 +21,7 @@ from .compilation_cache import enable_compilation_cache
 from .config import SAM2Config
 from .memory_bank import MemoryBank, default_policy, empty_bank, streaming_slot, write
 from .tracking import (decode_frame, encode_frame, encode_prompted_memory,
-                       track_step_inplace, use_multimask)
+                       track_image_step_inplace, track_step_inplace, use_multimask)
 from .transforms import resize_bilinear
 from .video_io import preprocess_frame
 from .video_predictor import _as_points, _to_video_res
@@ -114,7 +114,9 @@ class StreamingTracker:
         h, w = rgb.shape[:2]
         f = self.frame_idx
         image = jnp.asarray(preprocess_frame(rgb, self.cfg.image_size))[None]
-        feats = encode_frame(self.params, self.cfg, image)
+        # Frames with prompts need the features twice (prompt decoding and tracking);
+        # the others encode and track in one program.
+        feats = encode_frame(self.params, self.cfg, image) if prompts else None
         for obj_id in prompts:
             if obj_id not in self.obj_ids:
                 self._add_object(obj_id)
@@ -130,11 +132,17 @@ class StreamingTracker:
         if tracked_any:
             has_memory = np.array([len(p) > 0 for p in self._prompted])
             write_mask = ~prompted & has_memory
-            step, self.bank = track_step_inplace(
-                self.params, self.cfg, self.bank, feats, f, streaming_slot(self.bank, f, False),
-                jnp.asarray(write_mask), num_frames=self.num_frames,
-                max_cond=self.max_prompt_frames, fill_hole_area=self.fill_hole_area,
-                memory_dtype=self.memory_dtype, policy=self.policy)
+            options = dict(num_frames=self.num_frames, max_cond=self.max_prompt_frames,
+                           fill_hole_area=self.fill_hole_area, memory_dtype=self.memory_dtype,
+                           policy=self.policy)
+            if feats is None:
+                step, self.bank = track_image_step_inplace(
+                    self.params, self.cfg, self.bank, image, f, None, jnp.asarray(write_mask),
+                    **options)
+            else:
+                step, self.bank = track_step_inplace(
+                    self.params, self.cfg, self.bank, feats, f, None, jnp.asarray(write_mask),
+                    **options)
             for i in np.flatnonzero(write_mask):
                 pred[i] = step["pred_masks"][i:i + 1]
                 scores[i] = step["object_score_logits"][i:i + 1]

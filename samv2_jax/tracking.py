@@ -25,7 +25,7 @@ from .layers import conv2d, linear, mlp
 from .mask_decoder import mask_decoder
 from .mask_postprocess import fill_holes
 from .memory_attention import memory_attention
-from .memory_bank import MemoryBank, MemorySelection, default_policy, write
+from .memory_bank import MemoryBank, MemorySelection, default_policy, streaming_slot, write
 from .memory_encoder import encode_new_memory
 from .position_encoding import sine_grid
 from .prompt_encoder import dense_pe, prompt_encoder
@@ -158,7 +158,8 @@ def gather_memory(params, cfg: SAM2Config, bank: MemoryBank, sel: MemorySelectio
     s = sel.mem_slots.shape[1]
     feats = jnp.take_along_axis(bank.maskmem, sel.mem_slots[:, :, None, None, None], axis=1)
     feats = feats.astype(jnp.float32).reshape(o, s * n, d)
-    tpos = params["maskmem_tpos_enc"].reshape(m.num_maskmem, d)[m.num_maskmem - sel.mem_tpos - 1]
+    tpos = jnp.asarray(params["maskmem_tpos_enc"]).reshape(m.num_maskmem, d)
+    tpos = tpos[m.num_maskmem - sel.mem_tpos - 1]
     pos = (memory_pos_enc(cfg)[None, None] + tpos[:, :, None]).reshape(o, s * n, d)
     valid = jnp.repeat(sel.mem_valid, n, axis=1)
 
@@ -273,6 +274,8 @@ def encode_prompted_memory(params, cfg: SAM2Config, feats, pred_masks, object_sc
 def _track(params, cfg, bank, feats, frame_idx, slot, write_mask, reverse, num_frames,
            max_cond, fill_hole_area, memory_dtype, policy):
     o = bank.num_objects
+    if slot is None:
+        slot = streaming_slot(bank, frame_idx, False)
     multimask = use_multimask(cfg, False, 0)
     sel = policy(cfg, bank, frame_idx, reverse, num_frames, max_cond)
     pix = condition_on_memory(params, cfg, bank, sel, feats["vision_feat"], feats["vision_pos"])
@@ -298,7 +301,7 @@ def track_step(params, cfg: SAM2Config, bank: MemoryBank, feats, frame_idx, slot
     """Track every object of `bank` into frame `frame_idx` from memory alone.
 
     feats: `frame_features` of the frame. slot [O]: where each object's new memory goes
-    (objects with `write_mask` false are computed but leave the bank untouched: e.g. a frame
+    (None: the streaming ring's choice, `streaming_slot`; objects with `write_mask` false are computed but leave the bank untouched: e.g. a frame
     that is already prompted for them). Returns (outputs, new bank); outputs hold
     `pred_masks` [O, 1, 4E, 4E] (holes filled), `ious`, `obj_ptr`, `object_score_logits`.
     """
@@ -336,8 +339,6 @@ def track_frames(params, cfg: SAM2Config, bank: MemoryBank, images, first_frame,
     to `slot_fn(bank, frame_idx)` (default: the streaming ring). Returns (per-frame outputs
     stacked on a leading T axis, final bank). Not jitted here: wrap it in `jax.jit` with
     `cfg` and the keyword options static, or differentiate through it."""
-    from .memory_bank import streaming_slot
-
     slot_fn = slot_fn or (lambda b, f: streaming_slot(b, f, False))
 
     def body(bank, xs):

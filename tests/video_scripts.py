@@ -88,6 +88,11 @@ def main_script(h: int, w: int):
     ]
 
 
+def short_script(h: int, w: int):
+    """The first part of `main_script`: two objects, one propagation."""
+    return main_script(h, w)[:3]
+
+
 def mask_script(h: int, w: int):
     """A mask prompt, a second object by points on a later frame, clearing prompts on a
     frame, and starting over after reset_state."""
