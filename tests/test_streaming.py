@@ -123,7 +123,7 @@ def test_resident_memory_is_flat_over_2000_frames():
     than 50 MB (the official predictor keeps every frame's state)."""
     from samv2_jax import Prompt, StreamingTracker
 
-    theirs = official.official_video_predictor("sam2.1_hiera_tiny", 128, fill_hole_area=0,
+    theirs = official.official_video_predictor("sam2.1_hiera_tiny", 64, fill_hole_area=0,
                                                obj_score_shift=PRESENT)
     tracker = StreamingTracker(ours_for(theirs).model)
     frames = vs.make_frames(16, 48, 64, step=2)

@@ -88,6 +88,11 @@ def main_script(h: int, w: int):
     ]
 
 
+def single_script(h: int, w: int):
+    """One object from one click, tracked through the whole video."""
+    return main_script(h, w)[:1] + [("propagate", dict())]
+
+
 def short_script(h: int, w: int):
     """The first part of `main_script`: two objects, one propagation."""
     return main_script(h, w)[:3]
