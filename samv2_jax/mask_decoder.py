@@ -4,7 +4,6 @@ upscaled (and, in SAM 2, high-resolution-fused) feature map."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from .config import MaskDecoderConfig
@@ -52,7 +51,7 @@ def predict_masks(p, cfg: MaskDecoderConfig, image_embeddings, image_pe, sparse,
     # One image may serve several prompt sets: broadcast it along the prompt batch.
     src = image_embeddings + dense
     src = jnp.broadcast_to(src, (b, *src.shape[1:]))
-    bh, h, w, c = src.shape
+    _, h, w, c = src.shape
     hs, src = two_way_transformer(p["transformer"], src, image_pe, tokens,
                                   cfg.transformer_depth, cfg.transformer_num_heads)
     iou_token_out = hs[:, s]

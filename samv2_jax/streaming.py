@@ -22,9 +22,8 @@ from .config import SAM2Config
 from .memory_bank import MemoryBank, default_policy, empty_bank, streaming_slot, write
 from .tracking import (decode_frame, encode_frame, encode_prompted_memory,
                        track_image_step_inplace, track_step_inplace, use_multimask)
-from .transforms import resize_bilinear
 from .video_io import preprocess_frame
-from .video_predictor import _as_points, _to_video_res
+from .video_predictor import _as_points, _to_video_res, mask_prompt_to_input
 
 _UNBOUNDED = 2**30
 
@@ -170,13 +169,7 @@ class StreamingTracker:
                       max_cond=self.max_prompt_frames, fill_hole_area=self.fill_hole_area,
                       policy=self.policy)
         if prompt.mask is not None:
-            m = np.asarray(prompt.mask)
-            if m.ndim != 2:
-                raise ValueError(f"a mask prompt must be 2-D [H, W], got shape {m.shape}")
-            mask = jnp.asarray(m.astype(bool).astype(np.float32))
-            if m.shape != (s, s):
-                mask = resize_bilinear(mask[None, :, :, None], (s, s), antialias=True)
-                mask = (mask[0, :, :, 0] >= 0.5).astype(jnp.float32)
+            mask = mask_prompt_to_input(prompt.mask, s)
             out = decode_frame(self.params, self.cfg, self._row(i), feats, f,
                                multimask=use_multimask(self.cfg, init_cond, 0),
                                mask_inputs=mask[None], **common)

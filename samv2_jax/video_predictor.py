@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,19 @@ def apply_non_overlapping_constraints(masks):
     winner = jnp.argmax(masks, axis=0, keepdims=True)
     keep = winner == jnp.arange(masks.shape[0]).reshape(-1, 1, 1, 1)
     return jnp.where(keep, masks, jnp.minimum(masks, -10.0))
+
+
+def mask_prompt_to_input(mask, image_size: int):
+    """A 2-D mask prompt of any size -> [S, S] 0/1 float32 at the model's input size
+    (antialiased bilinear resize, then thresholded at 0.5, as the official does)."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D [H, W], got shape {m.shape}")
+    out = jnp.asarray(m.astype(bool).astype(np.float32))
+    if m.shape != (image_size, image_size):
+        out = resize_bilinear(out[None, :, :, None], (image_size, image_size), antialias=True)
+        out = (out[0, :, :, 0] >= 0.5).astype(jnp.float32)
+    return out
 
 
 def _bucket(n: int) -> int:
@@ -235,11 +248,7 @@ class SAM2VideoPredictor:
         point_inputs_per_frame[frame_idx] = point_inputs
         s["mask_inputs_per_obj"][obj_idx].pop(frame_idx, None)
 
-        tracked = s["frames_tracked_per_obj"][obj_idx]
-        init_cond = frame_idx not in tracked
-        reverse = False if init_cond else tracked[frame_idx]["reverse"]
-        is_cond = init_cond or self.add_all_frames_to_correct_as_cond
-        key = _COND if is_cond else _NON_COND
+        init_cond, reverse, is_cond, key = self._frame_role(s, obj_idx, frame_idx)
         prev = self._stored_output(s, obj_idx, frame_idx, key)
         prev_logits = None
         if prev is not None:
@@ -262,23 +271,11 @@ class SAM2VideoPredictor:
         """Give one object's mask (2-D, any size: resized to the model's input) on a frame."""
         s = inference_state
         frame_idx = self._check_frame(s, frame_idx)
-        m = np.asarray(mask)
-        if m.ndim != 2:
-            raise ValueError(f"mask must be 2-D [H, W], got shape {m.shape}")
-        m = m.astype(bool).astype(np.float32)
-        size = self.image_size
-        mask_in = jnp.asarray(m)
-        if m.shape != (size, size):
-            mask_in = resize_bilinear(mask_in[None, :, :, None], (size, size), antialias=True)
-            mask_in = (mask_in[..., 0] >= 0.5).astype(jnp.float32)[0]
+        mask_in = mask_prompt_to_input(mask, self.image_size)
         obj_idx = self._obj_id_to_idx(s, obj_id)
         s["mask_inputs_per_obj"][obj_idx][frame_idx] = mask_in[None, None]
         s["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
-        tracked = s["frames_tracked_per_obj"][obj_idx]
-        init_cond = frame_idx not in tracked
-        reverse = False if init_cond else tracked[frame_idx]["reverse"]
-        is_cond = init_cond or self.add_all_frames_to_correct_as_cond
-        key = _COND if is_cond else _NON_COND
+        init_cond, reverse, is_cond, key = self._frame_role(s, obj_idx, frame_idx)
         out = decode_frame(
             self.params, self.cfg, self._bank_row(s, obj_idx), self._features(s, frame_idx),
             frame_idx, reverse=reverse, num_frames=s["num_frames"], init_cond=init_cond,
@@ -287,6 +284,15 @@ class SAM2VideoPredictor:
             fill_hole_area=self.fill_hole_area)
         s["temp_output_dict_per_obj"][obj_idx][key][frame_idx] = self._compact(out)
         return frame_idx, s["obj_ids"], self._consolidated(s, frame_idx, is_cond)
+
+    def _frame_role(self, s, obj_idx, frame_idx):
+        """How a prompt on this frame is decoded and stored: (first prompt for the object
+        here, tracking direction it was reached in, stored as a prompted frame, storage key)."""
+        tracked = s["frames_tracked_per_obj"][obj_idx]
+        init_cond = frame_idx not in tracked
+        reverse = False if init_cond else tracked[frame_idx]["reverse"]
+        is_cond = init_cond or self.add_all_frames_to_correct_as_cond
+        return init_cond, reverse, is_cond, _COND if is_cond else _NON_COND
 
     @staticmethod
     def _compact(out) -> dict:

@@ -87,18 +87,22 @@ def test_objects_and_prompts_added_mid_stream(tiny_predictor):
             prompts = {2: Prompt(box=[10, 40, 60, 90])}
         elif f == 5:
             prompts = {1: Prompt(points=[[70, 30], [20, 80]], labels=[1, 0])}
+        elif f == 7:
+            prompts = {3: Prompt(mask=vs.disk_mask(h, w, 50, 60, 20))}
         res = tracker.track(frames[f], prompts)
         assert res.frame_idx == f
-        assert res.obj_ids == ([1] if f < 3 else [1, 2])
+        assert res.obj_ids == ([1] if f < 3 else [1, 2] if f < 7 else [1, 2, 3])
+        if f == 7:  # a mask prompt is its own output
+            assert vs.mask_iou(res.masks[2], vs.disk_mask(h, w, 50, 60, 20)[None]) > 0.9
         assert np.isfinite(res.masks).all() and np.isfinite(res.object_scores).all()
         if f >= 3:
             assert (res.masks[1] > 0).any(), f
     bank = tracker.bank
-    assert bank.maskmem.shape[:2] == (2, tracker.capacity)
-    assert int(bank.is_cond[0].sum()) == 2 and int(bank.is_cond[1].sum()) == 1
+    assert bank.maskmem.shape[:2] == (3, tracker.capacity)
+    assert [int(bank.is_cond[i].sum()) for i in range(3)] == [2, 1, 1]
     tracker.remove_object(1)
     res = tracker.track(frames[0])
-    assert res.obj_ids == [2] and res.masks.shape == (1, 1, h, w)
+    assert res.obj_ids == [2, 3] and res.masks.shape == (2, 1, h, w)
 
 
 def test_streaming_bad_input(tiny_predictor):

@@ -13,7 +13,6 @@ import pytest
 
 import official
 import video_scripts as vs
-from conftest import converted_pair  # noqa: F401  (imported for the fixture-free helper)
 
 LOGIT_TOL = 1e-3
 IOU_MIN = 0.999
