@@ -23,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+# torch's OpenMP threads spin while waiting by default; when anything else shares the two
+# cores that spinning slows the official side many times over, so both sides get a fair run.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the oracle builder lives with the tests
 DEFAULT_IMAGE = HERE.parent.parent / "shared" / "data" / "images" / "cars.jpg"
@@ -155,9 +159,12 @@ def main(argv=None):
         "float32)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__} "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY "
+        f"{os.environ.get('OMP_WAIT_POLICY')}), jax {jax.__version__} "
         f"on {jax.devices()[0].platform}. Image {w}x{h}. Median of {args.repeats} runs "
-        f"({args.repeats * 4} for predict), after one warm-up call.",
+        f"({args.repeats * 4} for predict), after one warm-up call. Load average at the end: "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} (above 1: other processes shared "
+        "the two cores, slowing both sides).",
         "",
         "| step | official (s) | ours (s) | speed-up |",
         "|---|---|---|---|",
