@@ -63,7 +63,21 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{str(path)!r} is not a PyTorch checkpoint (it starts with {head!r}, neither a "
             "torch.save zip archive nor a legacy torch pickle); pass an official SAM 2 .pt file"
         )
-    torch = _import_torch()
+    try:
+        torch = _import_torch()
+    except ImportError:
+        # --- torch-free fallback (convert/torch_free.py): a zip checkpoint reads without torch
+        if not head.startswith(_ZIP_MAGIC):
+            raise
+        from convert.torch_free import read_state_dict_without_torch
+
+        sd = read_state_dict_without_torch(path)
+        if not any(k.startswith("image_encoder.") for k in sd):
+            raise ValueError(f"{str(path)!r} holds no SAM 2 tensors: expected keys like "
+                             f"{_EXAMPLE_KEY!r}, found {_few(list(sd)) or 'an empty dict'}")
+        return {k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v
+                for k, v in sd.items()}
+        # --- end of the torch-free fallback
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
