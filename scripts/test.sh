@@ -15,4 +15,22 @@ pip_q -e ".[convert,test]"
 # never read entries another process may have left half-written.
 rm -rf .jax_cache
 export JAX_COMPILATION_CACHE_DIR="$PWD/.jax_cache"
-exec "$PY" -m pytest -q "$@"
+# With arguments: one pytest run, as given (e.g. `bash scripts/test.sh tests/test_cli.py -x`).
+if [ $# -gt 0 ]; then
+  exec "$PY" -m pytest -q "$@"
+fi
+# Without: one process per test file. A single process for the whole suite builds and
+# compiles every model of all eight in turn, and after ~400 tests XLA's CPU compiler crashed
+# (segmentation fault) on a program that compiles fine in a fresh process.
+failed=()
+start=$SECONDS
+for f in tests/test_*.py; do
+  echo "== $f"
+  "$PY" -m pytest -q -p no:cacheprovider "$f" || failed+=("$f")
+done
+echo "== $(ls tests/test_*.py | wc -l) test files in $((SECONDS - start)) s"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "all passed"

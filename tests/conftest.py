@@ -51,6 +51,30 @@ def sample_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.asarray(Image.fromarray(base).resize((w, h), Image.BILINEAR))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_models_after_each_module(request):
+    """Each module builds its own models (up to hiera large, ~1 GB per copy on each side);
+    keeping them all for the whole session grew the test process past 10 GB. Release them,
+    and JAX's compiled programs, when a module is done, and hand the freed heap back."""
+    yield
+    import ctypes
+    import gc
+
+    import jax
+
+    for value in vars(request.module).values():  # the module's own cached models
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
+    converted_pair.cache_clear()
+    official.clear_caches()
+    jax.clear_caches()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @pytest.fixture
 def image_factory():
     return sample_image

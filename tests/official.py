@@ -120,6 +120,12 @@ def _build(name: str, image_size: int, seed: int, overrides: tuple[str, ...]):
     return model
 
 
+def clear_caches() -> None:
+    """Forget the cached official models (the test modules' fixtures call this)."""
+    _build.cache_clear()
+    official_video_predictor.cache_clear()
+
+
 def build_official(name: str, image_size: int = 1024, seed: int = 0,
                    overrides: tuple[str, ...] = ()) -> torch.nn.Module:
     """Official SAM2Base for a preset name with all tensors re-drawn (cached per arguments)."""
@@ -166,7 +172,7 @@ def _memory_as_float32(forward):
     return wrapped
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)
 def official_video_predictor(name: str, image_size: int = 1024, seed: int = 0,
                              fill_hole_area: int = 0, overrides: tuple[str, ...] = (),
                              obj_score_shift: float = 0.0):

@@ -60,9 +60,11 @@ def test_objects_batched_give_the_same_masks(model, frames):
     alone_a = _track_all(pred, frames, {1: a})
     alone_b = _track_all(pred, frames, {2: b})
     together = _track_all(pred, frames, {1: a, 2: b})
+    # A batch of two changes how XLA blocks the reductions, so logits drift by float32
+    # rounding (~1e-5 after a few frames of memory); the masks themselves must not change.
     for f in together:
-        assert official.rel_err(together[f][0], alone_a[f][0]) < 1e-5, f
-        assert official.rel_err(together[f][1], alone_b[f][0]) < 1e-5, f
+        assert official.rel_err(together[f][0], alone_a[f][0]) < 1e-4, f
+        assert official.rel_err(together[f][1], alone_b[f][0]) < 1e-4, f
         np.testing.assert_array_equal(together[f][0] > 0, alone_a[f][0] > 0)
         np.testing.assert_array_equal(together[f][1] > 0, alone_b[f][0] > 0)
 
