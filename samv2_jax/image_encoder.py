@@ -57,6 +57,8 @@ def forward_image(params, cfg: SAM2Config, images):
     as the official model does, and the base (stride-16) level last.
     """
     enc = params["image_encoder"]
+    # Compute in the params' dtype: bfloat16 params give a bfloat16 model (--dtype bfloat16).
+    images = images.astype(enc["trunk"]["patch_embed"]["proj"]["weight"].dtype)
     stages = hiera(enc["trunk"], cfg.trunk, images)
     features, pos = fpn_neck(enc["neck"], cfg.neck, stages)
     if cfg.decoder.use_high_res_features:

@@ -103,16 +103,26 @@ class StreamingTracker:
     def _row(self, i) -> MemoryBank:
         return jax.tree.map(lambda x: x[i:i + 1], self.bank)
 
-    def track(self, frame, prompts: Mapping[Any, Prompt] | None = None) -> FrameResult:
+    def track(self, frame, prompts: Mapping[Any, Prompt] | None = None, *,
+              image=None) -> FrameResult:
         """Process the next frame (HWC uint8 RGB, or anything `preprocess_frame` accepts)
-        with optional prompts {obj_id: Prompt}; new ids start new objects."""
+        with optional prompts {obj_id: Prompt}; new ids start new objects.
+
+        `image` may give the frame already preprocessed ([S, S, 3] float32, as
+        `preprocess_frame` makes it), so a reader thread can do that work ahead of time.
+        """
         prompts = dict(prompts or {})
         rgb = np.asarray(frame)
         if rgb.ndim != 3 or rgb.shape[-1] not in (1, 3, 4):
             raise ValueError(f"a frame must be an HWC image array, got shape {rgb.shape}")
         h, w = rgb.shape[:2]
         f = self.frame_idx
-        image = jnp.asarray(preprocess_frame(rgb, self.cfg.image_size))[None]
+        if image is None:
+            image = preprocess_frame(rgb, self.cfg.image_size)
+        s = self.cfg.image_size
+        if np.shape(image) != (s, s, 3):
+            raise ValueError(f"a preprocessed image must be [{s}, {s}, 3], got {np.shape(image)}")
+        image = jnp.asarray(image)[None]
         # Frames with prompts need the features twice (prompt decoding and tracking);
         # the others encode and track in one program.
         feats = encode_frame(self.params, self.cfg, image) if prompts else None

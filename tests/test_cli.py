@@ -65,7 +65,8 @@ def _one_line_error(capsys, argv, *words):
 
 
 def test_errors_are_one_line(tmp_path, pt_file, capsys):
-    _one_line_error(capsys, ["info", str(tmp_path / "missing.pt")], "does not exist")
+    _one_line_error(capsys, ["info", str(tmp_path / "missing.pt")],
+                    "neither an existing checkpoint file", "official model name")
     _one_line_error(capsys, ["convert", str(tmp_path / "missing.pt"), str(tmp_path / "o")],
                     "does not exist")
     junk = tmp_path / "junk.pt"

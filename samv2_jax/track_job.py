@@ -1,0 +1,216 @@
+"""The work behind `samv2 track`: a reader, the tracking loop and a writer, side by side.
+
+The reader thread decodes and preprocesses frames ahead; the main thread only tracks; the
+writer thread turns each result into the requested outputs. JAX, PyAV, Pillow and zlib release
+the GIL in their heavy parts, so the three overlap and the command runs at about the tracker's
+own speed. Queues are short, so memory stays flat however long the video is.
+
+Every output is complete after each frame (PNGs are renamed into place, the overlay video is
+fragmented per frame, the JSON document is closed after every frame), so an interrupted run
+leaves every finished frame readable; `TrackReport.stopped` says why a run ended early.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .prompts import PromptSet
+from .streaming import StreamingTracker
+from .video_io import VideoReader, preprocess_frame
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    masks_dir: Path | None = None   # one DAVIS-style palettized PNG per frame
+    overlay: Path | None = None     # the video with every object tinted in its colour
+    json: Path | None = None        # per frame and object: box, area, score, COCO RLE
+
+    def existing(self) -> list[Path]:
+        found = [p for p in (self.overlay, self.json) if p is not None and p.exists()]
+        if self.masks_dir is not None and self.masks_dir.is_dir() and any(
+                self.masks_dir.glob("*.png")):
+            found.append(self.masks_dir)
+        return found
+
+
+@dataclass
+class TrackReport:
+    frames: int = 0                  # frames tracked and written
+    seconds: float = 0.0             # wall time of the whole loop
+    steady_fps: float | None = None  # frames per second after the first two (compilation)
+    stopped: str | None = None       # None when the source ended normally
+
+
+class _Writer:
+    """Turns tracking results into output files, on its own thread."""
+
+    def __init__(self, paths: OutputPaths, info, header: dict, fps: float):
+        from . import outputs
+
+        self._o = outputs
+        self.paths = paths
+        self.pngs = outputs.LabelPngWriter(paths.masks_dir) if paths.masks_dir else None
+        self.video = (outputs.OverlayVideoWriter(paths.overlay, info.width, info.height, fps)
+                      if paths.overlay else None)
+        self.json = outputs.ResultsJsonWriter(paths.json, header) if paths.json else None
+        self.done = 0          # frames fully written
+        self.error: BaseException | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, name="samv2-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _END:
+                return
+            if self.error is not None:
+                continue  # drain so the producer never blocks
+            try:
+                self._write(*item)
+                self.done += 1
+            except BaseException as e:  # reported to the main thread by put()/finish()
+                self.error = e
+
+    def _write(self, frame_idx: int, rgb: np.ndarray, obj_ids: list, logits: np.ndarray,
+               scores: np.ndarray) -> None:
+        o = self._o
+        masks = logits[:, 0] > 0 if len(obj_ids) else np.zeros((0, *rgb.shape[:2]), bool)
+        labels = o.label_map(masks, obj_ids, logits[:, 0] if len(obj_ids) else None)
+        if self.pngs is not None:
+            self.pngs.write(frame_idx, labels)
+        if self.video is not None:
+            self.video.write(o.overlay(rgb, labels))
+        if self.json is not None:
+            self.json.add_frame(frame_idx, [o.object_record(int(i), m, float(s))
+                                            for i, m, s in zip(obj_ids, masks, scores)])
+
+    def finish(self, status: dict) -> None:
+        """Write what is queued, then close every output (marking the JSON with `status`)."""
+        self._q.put(_END)
+        self._thread.join()
+        errors = [self.error] if self.error is not None else []
+        for closer in (self.pngs, self.video):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception as e:
+                    errors.append(e)
+        if self.json is not None:
+            try:
+                self.json.close(status)
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+def _reader(reader: VideoReader, image_size: int, out: queue.Queue, stop: threading.Event):
+    """Decode and preprocess frames ahead of the tracker."""
+    try:
+        for idx, rgb in enumerate(reader):
+            item = (idx, rgb, preprocess_frame(rgb, image_size))
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        out.put(_END)
+    except BaseException as e:  # handed to the main thread
+        out.put(e)
+    finally:
+        reader.close()
+
+
+def track_video(tracker: StreamingTracker, reader: VideoReader, prompts: PromptSet,
+                paths: OutputPaths, *, fps: float | None = None, header: dict | None = None,
+                progress: bool = True, on_frame: Callable | None = None) -> TrackReport:
+    """Track `prompts` through the frames of `reader`, writing `paths` as frames finish.
+
+    KeyboardInterrupt stops the run cleanly: frames already tracked are written, every output
+    is closed, and the report says where it stopped (then the interrupt is raised again).
+    """
+    from tqdm import tqdm
+
+    info = reader.info
+    fps = fps or info.fps or 30.0
+    header = dict(header or {})
+    header.update(width=info.width, height=info.height, fps=fps)
+    writer = _Writer(paths, info, header, fps)
+    frames_in: queue.Queue = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    thread = threading.Thread(target=_reader, args=(reader, tracker.cfg.image_size, frames_in,
+                                                    stop), name="samv2-reader", daemon=True)
+    report = TrackReport()
+    bar = tqdm(total=info.num_frames, unit="frame", disable=not progress, dynamic_ncols=True,
+               desc="tracking")
+    start = time.perf_counter()
+    t2 = t_last = None
+    tracked = 0
+    error: BaseException | None = None
+    thread.start()
+    try:
+        while True:
+            item = frames_in.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            idx, rgb, image = item
+            result = tracker.track(rgb, prompts.for_frame(idx), image=image)
+            writer.put((idx, rgb, result.obj_ids, result.masks, result.object_scores))
+            tracked += 1
+            t_last = time.perf_counter()
+            if tracked == 2:
+                t2 = t_last
+            bar.update(1)
+            if on_frame is not None:
+                on_frame(result)
+    except KeyboardInterrupt:
+        report.stopped = "interrupted"
+        error = KeyboardInterrupt()
+    except BaseException as e:
+        report.stopped = f"error: {e}"
+        error = e
+    finally:
+        stop.set()
+        bar.close()
+        status = {"complete": report.stopped is None}
+        try:
+            writer.finish(status if report.stopped is None else
+                          {**status, "stopped": report.stopped,
+                           "frames_written": writer.done})
+        except BaseException as e:
+            if error is None:
+                report.stopped = f"error: {e}"
+                error = e
+        report.frames = writer.done
+        report.seconds = time.perf_counter() - start
+        if t2 is not None and tracked > 2:
+            report.steady_fps = (tracked - 2) / (t_last - t2)
+    if error is not None:
+        error.report = report  # the caller says where the run stopped
+        raise error
+    return report
