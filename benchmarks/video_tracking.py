@@ -597,7 +597,7 @@ def _report(args, r) -> str:
         f"benchmark). Both sides hold the same randomly drawn weights, with the object-score "
         f"bias shifted by +{OBJ_SCORE_SHIFT:g} so that objects are present.",
         "",
-        f"## Per frame, steady state (memory bank full)",
+        "## Per frame, steady state (memory bank full)",
         "",
         f"Median seconds per frame over frames {r['measured_frames'][0]}.."
         f"{r['measured_frames'][-1]} (frame 0 prompted, frames 1..{args.warmup} tracked "

@@ -213,6 +213,10 @@ def _run_track(args) -> int:
     try:
         info = reader.info
         prompts.check(info.height, info.width, info.num_frames)
+        beyond = [f for f in prompts.frames if args.max_frames and f >= args.max_frames]
+        if beyond:
+            raise ValueError(f"prompts for frame(s) {beyond} lie beyond --max-frames "
+                             f"{args.max_frames}; raise it or drop those prompts")
         created = _prepare_out_dir(out)
         _select_device(args.device)
         model = _load_model(args)
@@ -233,7 +237,7 @@ def _run_track(args) -> int:
               f"at {model.config.image_size}; objects {prompts.obj_ids}", file=sys.stderr)
     try:
         report = track_video(tracker, reader, prompts, paths, fps=args.fps, header=header,
-                             progress=not args.quiet)
+                             progress=not args.quiet, max_frames=args.max_frames)
     except BaseException as e:
         report = getattr(e, "report", None)
         if report is not None:
@@ -294,6 +298,8 @@ def _add_track(sub) -> None:
     o.add_argument("--fps", type=float, default=None,
                    help="frame rate of the overlay video (default: the video's, 30 for folders)")
     o.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
+                   help="track only the first N frames")
     _add_model_options(p)
     p.set_defaults(func=_run_track)
 

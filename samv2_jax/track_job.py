@@ -124,10 +124,13 @@ class _Writer:
             raise errors[0]
 
 
-def _reader(reader: VideoReader, image_size: int, out: queue.Queue, stop: threading.Event):
+def _reader(reader: VideoReader, image_size: int, out: queue.Queue, stop: threading.Event,
+            max_frames: int | None):
     """Decode and preprocess frames ahead of the tracker."""
     try:
         for idx, rgb in enumerate(reader):
+            if max_frames is not None and idx >= max_frames:
+                break
             item = (idx, rgb, preprocess_frame(rgb, image_size))
             while not stop.is_set():
                 try:
@@ -146,11 +149,13 @@ def _reader(reader: VideoReader, image_size: int, out: queue.Queue, stop: thread
 
 def track_video(tracker: StreamingTracker, reader: VideoReader, prompts: PromptSet,
                 paths: OutputPaths, *, fps: float | None = None, header: dict | None = None,
-                progress: bool = True, on_frame: Callable | None = None) -> TrackReport:
+                progress: bool = True, on_frame: Callable | None = None,
+                max_frames: int | None = None) -> TrackReport:
     """Track `prompts` through the frames of `reader`, writing `paths` as frames finish.
 
     KeyboardInterrupt stops the run cleanly: frames already tracked are written, every output
     is closed, and the report says where it stopped (then the interrupt is raised again).
+    `max_frames` stops after the first that many frames.
     """
     from tqdm import tqdm
 
@@ -162,9 +167,12 @@ def track_video(tracker: StreamingTracker, reader: VideoReader, prompts: PromptS
     frames_in: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     thread = threading.Thread(target=_reader, args=(reader, tracker.cfg.image_size, frames_in,
-                                                    stop), name="samv2-reader", daemon=True)
+                                                    stop, max_frames), name="samv2-reader", daemon=True)
     report = TrackReport()
-    bar = tqdm(total=info.num_frames, unit="frame", disable=not progress, dynamic_ncols=True,
+    total = info.num_frames
+    if max_frames is not None:
+        total = max_frames if total is None else min(total, max_frames)
+    bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True,
                desc="tracking")
     start = time.perf_counter()
     t2 = t_last = None

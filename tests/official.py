@@ -7,6 +7,7 @@ parameter and buffer at random (no zero or identity init may hide a code path), 
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 import types
 
@@ -36,8 +37,7 @@ def install_torchvision_standin() -> None:
     if "torchvision.transforms" in sys.modules:
         return
     try:  # a real torchvision wins
-        import torchvision.transforms  # noqa: F401
-
+        importlib.import_module("torchvision.transforms")
         return
     except Exception:
         pass

@@ -133,11 +133,18 @@ def test_save_refuses_mismatched_params_and_overwrite(saved, tmp_path):
 
 
 def test_pt_without_torch_says_how_to_fix(sd, tmp_path, monkeypatch):
-    path = tmp_path / "ckpt.pt"
-    torch.save({"model": {"no_mem_embed": torch.zeros(1, 1, 256)}}, path)
+    # a zip checkpoint (what torch.save writes today) reads without torch; the old pickle
+    # format cannot, and the error says what to do
+    legacy = tmp_path / "legacy.pt"
+    zipped = tmp_path / "zipped.pt"
+    content = {"model": {"no_mem_embed": torch.zeros(1, 1, 256)}}
+    torch.save(content, legacy, _use_new_zipfile_serialization=False)
+    torch.save(content, zipped)
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     with pytest.raises(ImportError, match="pip install torch.*samv2 convert"):
-        load(path)
+        load(legacy)
+    with pytest.raises(ValueError, match="holds no SAM 2 tensors.*no_mem_embed"):
+        load(zipped)
 
 
 def test_torch_is_not_imported_by_the_package():

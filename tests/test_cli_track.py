@@ -216,6 +216,12 @@ def test_outputs_are_optional_and_not_overwritten(checkpoint, tmp_path, capsys):
     assert "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert main(base + ["--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["masks", "overlay.mp4", "results.json"]
+    # --max-frames stops early, and every output says so consistently
+    assert main(base + ["--overwrite", "--max-frames", "2"]) == 0
+    assert len(list((out / "masks").glob("*.png"))) == 2
+    assert len(json.loads((out / "results.json").read_text())["frames"]) == 2
+    with av.open(str(out / "overlay.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2
 
 
 def _fails_cleanly(capsys, argv, *words):
@@ -246,6 +252,8 @@ def test_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     _fails_cleanly(capsys, track(tmp_path / "empty", "--point", "0:1,1"), "empty")
     _fails_cleanly(capsys, track(video, "--point", "9:10,10"), "frame 9", "4 frames")
+    _fails_cleanly(capsys, track(video, "--point", "2:10,10", "--max-frames", "2"),
+                   "--max-frames 2")
     _fails_cleanly(capsys, track(video, "--point", "0:500,10"), "outside", "64x48")
     _fails_cleanly(capsys, track(video, "--point", "0:10"), "FRAME:X,Y")
     _fails_cleanly(capsys, track(video, "--point", "0:10,10@0"), "object ids")

@@ -131,14 +131,18 @@ def test_resident_memory_is_flat_over_2000_frames():
                                                obj_score_shift=PRESENT)
     tracker = StreamingTracker(ours_for(theirs).model)
     frames = vs.make_frames(16, 48, 64, step=2)
-    rss = {}
+    # RSS swings by 100-200 MB from frame to frame as the allocator maps and unmaps large
+    # temporary buffers (measured over 6,000 frames: no trend). The floor over a window of
+    # frames is steady, so compare floors: a leak raises the floor, a transient does not.
+    early, late = [], []
     for f in range(2000):
         prompts = {1: Prompt(points=[[30, 20]], labels=[1])} if f == 0 else None
         res = tracker.track(frames[f % len(frames)], prompts)
-        if f in (100, 1999):
+        if f % 5 == 0 and (100 <= f < 200 or 1900 <= f < 2000):
             gc.collect()
-            rss[f] = _rss_mb()
+            (early if f < 200 else late).append(_rss_mb())
     assert res.frame_idx == 1999
-    growth = rss[1999] - rss[100]
-    print(f"RSS at frame 100: {rss[100]:.0f} MB, at frame 1999: {rss[1999]:.0f} MB")
-    assert growth < 50, rss
+    growth = min(late) - min(early)
+    print(f"RSS floor over frames 100-199: {min(early):.0f} MB, over 1900-1999: "
+          f"{min(late):.0f} MB")
+    assert growth < 50, (early, late)
