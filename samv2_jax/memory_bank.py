@@ -135,10 +135,13 @@ def _closest_cond(cfg: SAM2Config, bank: MemoryBank, frame_idx):
     slots = jnp.arange(bank.capacity)[None]
     first = ((slots == idx_before[:, None]) & before.any(1, keepdims=True)) | (
         (slots == idx_after[:, None]) & after.any(1, keepdims=True))
-    # The rest by temporal distance (ties go to the earlier frame).
-    dist = jnp.abs(t - frame_idx).astype(jnp.float32) + t.astype(jnp.float32) * 1e-6
-    rank_key = jnp.where(first, -1.0, jnp.where(cond, dist, jnp.inf))
-    order = jnp.argsort(rank_key, axis=1)
+    # The rest by temporal distance, ties to the earlier frame (the official breaks them by
+    # the order frames were prompted). Two stable integer sorts: exact at any frame index.
+    by_frame = jnp.argsort(jnp.where(cond, t, big), axis=1)
+    key = jnp.where(first, -1, jnp.where(cond, jnp.abs(t - frame_idx), big))
+    order = jnp.take_along_axis(
+        by_frame, jnp.argsort(jnp.take_along_axis(key, by_frame, axis=1), axis=1, stable=True),
+        axis=1)
     rank = jnp.argsort(order, axis=1)
     few = cond.sum(1, keepdims=True) <= limit
     return jnp.where(few, cond, cond & (rank < limit))
