@@ -1,7 +1,7 @@
 """`samv2 track` against the streaming tracker's own speed on the same frames.
 
     python benchmarks/track_command.py [--model sam2.1_hiera_tiny] [--image-size 512]
-        [--video ../shared/data/videos/bedroom.mp4] [--frames 40] [--objects 1]
+        [--video ../shared/data/videos/bedroom.mp4] [--frames 40] [--objects 1] [--rounds 3]
 
 The command decodes, preprocesses and writes (masks PNGs, overlay video, JSON) on a reader
 and a writer thread beside the tracking loop; the goal is that its frames per second stay
@@ -114,6 +114,7 @@ def main(argv=None) -> None:
     ap.add_argument("--video", default=str(ROOT.parent / "shared/data/videos/bedroom.mp4"))
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--objects", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/track_command.md"))
     args = ap.parse_args(argv)
 
@@ -125,19 +126,24 @@ def main(argv=None) -> None:
         hw = frames[0].shape[:2]
         print(f"{len(frames)} frames {hw[1]}x{hw[0]}, {args.model} at {args.image_size}",
               file=sys.stderr)
-        # the command runs second and finds the compiled programs in the persistent cache;
-        # compile time is excluded from both numbers anyway
-        alone = tracker_alone(model_dir, args.image_size, frames, args.objects)
-        print(f"tracker alone: {alone:.3f} frames/s", file=sys.stderr)
-        cmd = command(model_dir, args.image_size, clip, hw, args.objects, tmp / "out")
-        print(f"samv2 track:   {cmd:.3f} frames/s", file=sys.stderr)
+        # Several rounds, alternating, and the best of each side counts: on a shared 2-core
+        # machine a single run of either can be 10% off. The command finds the compiled
+        # programs in the persistent cache; compile time is excluded from both anyway.
+        alone_runs, cmd_runs = [], []
+        for r in range(args.rounds):
+            alone_runs.append(tracker_alone(model_dir, args.image_size, frames, args.objects))
+            print(f"round {r + 1}: tracker alone {alone_runs[-1]:.3f} frames/s", file=sys.stderr)
+            cmd_runs.append(command(model_dir, args.image_size, clip, hw, args.objects,
+                                    tmp / "out"))
+            print(f"round {r + 1}: samv2 track   {cmd_runs[-1]:.3f} frames/s", file=sys.stderr)
+        alone, cmd = max(alone_runs), max(cmd_runs)
 
     ratio = cmd / alone
     lines = [
         "# `samv2 track` against the streaming tracker",
         "",
         f"Command: `python benchmarks/track_command.py --model {args.model} --image-size "
-        f"{args.image_size} --frames {args.frames} --objects {args.objects}`",
+        f"{args.image_size} --frames {args.frames} --objects {args.objects} --rounds {args.rounds}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
         f"video {Path(args.video).name}, first {len(frames)} frames ({hw[1]}x{hw[0]}), "
@@ -146,9 +152,18 @@ def main(argv=None) -> None:
         "",
         "| | frames/s |",
         "|---|---|",
-        f"| `StreamingTracker.track` alone (frames in memory, no output) | {alone:.3f} |",
-        f"| `samv2 track` (decode + track + masks PNGs + overlay video + JSON) | {cmd:.3f} |",
+        f"| `StreamingTracker.track` alone (frames in memory, no output; best of "
+        f"{', '.join(f'{a:.3f}' for a in alone_runs)}) | {alone:.3f} |",
+        f"| `samv2 track` (decode + track + masks PNGs + overlay video + JSON; best of "
+        f"{', '.join(f'{a:.3f}' for a in cmd_runs)}) | {cmd:.3f} |",
         f"| command / tracker | {ratio:.2f} (goal >= 0.90) |",
+        f"| command / tracker, round by round | "
+        f"{', '.join(f'{c / a:.2f}' for a, c in zip(alone_runs, cmd_runs))} |",
+        "",
+        "The command preprocesses each frame (resize, normalise) on its reader thread while "
+        "the previous one is tracked, which the tracker alone does inline, so it can come out "
+        "ahead; its reader and writer threads run at a lower CPU priority, so their work fills "
+        "the gaps the tracker leaves instead of stalling XLA's threads.",
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

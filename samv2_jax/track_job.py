@@ -12,7 +12,9 @@ leaves every finished frame readable; `TrackReport.stopped` says why a run ended
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +28,25 @@ from .streaming import StreamingTracker
 from .video_io import VideoReader, preprocess_frame
 
 _END = object()
+# How much nicer than the tracker the reader and writer threads run. XLA splits each operation across every core
+# and waits for the slowest part, so a core taken by PNG or video encoding at the wrong moment
+# stalls the tracker; at a lower priority that work runs in the gaps the tracker leaves.
+_BACKGROUND_NICE = 10
+
+
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority (and that of threads it starts afterwards).
+
+    Linux only: there a thread id names just that thread; elsewhere the same call would
+    change the whole process, so nothing is done.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + _BACKGROUND_NICE))
+        except OSError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -54,19 +75,33 @@ class _Writer:
     """Turns tracking results into output files, on its own thread."""
 
     def __init__(self, paths: OutputPaths, info, header: dict, fps: float):
-        from . import outputs
-
-        self._o = outputs
         self.paths = paths
-        self.pngs = outputs.LabelPngWriter(paths.masks_dir) if paths.masks_dir else None
-        self.video = (outputs.OverlayVideoWriter(paths.overlay, info.width, info.height, fps)
-                      if paths.overlay else None)
-        self.json = outputs.ResultsJsonWriter(paths.json, header) if paths.json else None
+        self.pngs = self.video = self.json = None
         self.done = 0          # frames fully written
         self.error: BaseException | None = None
         self._q: queue.Queue = queue.Queue(maxsize=4)
-        self._thread = threading.Thread(target=self._run, name="samv2-writer", daemon=True)
+        # The outputs are opened on the writer thread, so the encoder's own threads inherit
+        # its lower priority; a failure to open them is raised here.
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(info, header, fps, ready),
+                                        name="samv2-writer", daemon=True)
         self._thread.start()
+        ready.wait()
+        if self.error is not None:
+            self._thread.join()
+            raise self.error
+
+    def _open(self, info, header: dict, fps: float) -> None:
+        from . import outputs
+
+        self._o = outputs
+        paths = self.paths
+        if paths.masks_dir:
+            self.pngs = outputs.LabelPngWriter(paths.masks_dir)
+        if paths.overlay:
+            self.video = outputs.OverlayVideoWriter(paths.overlay, info.width, info.height, fps)
+        if paths.json:
+            self.json = outputs.ResultsJsonWriter(paths.json, header)
 
     def put(self, item) -> None:
         while True:
@@ -78,7 +113,25 @@ class _Writer:
             except queue.Full:
                 continue
 
-    def _run(self) -> None:
+    def _close_all(self) -> None:
+        """After a failed open: release what did open (the JSON is opened last)."""
+        for closer in (self.pngs, self.video):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:
+                    pass
+
+    def _run(self, info, header: dict, fps: float, ready: threading.Event) -> None:
+        _background_priority()
+        try:
+            self._open(info, header, fps)
+        except BaseException as e:
+            self.error = e
+            self._close_all()
+            return
+        finally:
+            ready.set()
         while True:
             item = self._q.get()
             if item is _END:
@@ -127,6 +180,7 @@ class _Writer:
 def _reader(reader: VideoReader, image_size: int, out: queue.Queue, stop: threading.Event,
             max_frames: int | None):
     """Decode and preprocess frames ahead of the tracker."""
+    _background_priority()
     try:
         for idx, rgb in enumerate(reader):
             if max_frames is not None and idx >= max_frames:
