@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import json
 import os
 import secrets
@@ -116,25 +117,65 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def _write_fd(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unnamed_file(folder: Path, data: bytes) -> Path | None:
+    """`data` in a file of `folder` that has no name until it is complete (Linux O_TMPFILE),
+    then linked under a temporary name, which it returns; None where that is unsupported.
+
+    A process killed while writing then leaves nothing behind, not even a temporary file.
+    """
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        fd = os.open(folder, flag | os.O_WRONLY, 0o666)
+    except OSError:
+        return None  # a filesystem without unnamed files
+    try:
+        _write_fd(fd, data)
+        tmp = _temp_name(folder / "x")
+        try:
+            os.link(f"/proc/self/fd/{fd}", tmp)
+        except OSError:
+            return None  # no /proc: write it the ordinary way
+        return tmp
+    finally:
+        os.close(fd)
+
+
 def write_label_png(path, labels: np.ndarray) -> None:
-    """Write a palettized PNG (PALETTE colours, pixel value = object id), atomically."""
+    """Write a palettized PNG (PALETTE colours, pixel value = object id), atomically: the file
+    appears under its name only once complete, and an interrupted write leaves no other file."""
     labels = np.ascontiguousarray(_as_labels(labels))
     h, w = labels.shape
     img = Image.frombytes("P", (w, h), labels.tobytes())
     img.putpalette(PALETTE.tobytes())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")  # encoded before any file exists
+    data = buf.getvalue()
     path = Path(path)
-    tmp = _temp_name(path)
-    # O_EXCL with mode 0o666 leaves the permissions to the umask, as a plain open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp = _unnamed_file(path.parent, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
+        if tmp is None:
+            tmp = _temp_name(path)
+            # O_EXCL with mode 0o666 leaves the permissions to the umask, as open() would.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                _write_fd(fd, data)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise
 
 
