@@ -19,18 +19,5 @@ export JAX_COMPILATION_CACHE_DIR="$PWD/.jax_cache"
 if [ $# -gt 0 ]; then
   exec "$PY" -m pytest -q "$@"
 fi
-# Without: one process per test file. A single process for the whole suite builds and
-# compiles every model of all eight in turn, and after ~400 tests XLA's CPU compiler crashed
-# (segmentation fault) on a program that compiles fine in a fresh process.
-failed=()
-start=$SECONDS
-for f in tests/test_*.py; do
-  echo "== $f"
-  "$PY" -m pytest -q -p no:cacheprovider "$f" || failed+=("$f")
-done
-echo "== $(ls tests/test_*.py | wc -l) test files in $((SECONDS - start)) s"
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "FAILED: ${failed[*]}"
-  exit 1
-fi
-echo "all passed"
+# Without: every test file in its own process, two at a time (see scripts/run_tests.py).
+exec "$PY" scripts/run_tests.py
