@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .overlay_video import OverlayVideoWriter
+from .overlay_video import OverlayVideoWriter, _write_all
 
 __all__ = [
     "PALETTE",
@@ -117,12 +117,6 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def _write_fd(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _unnamed_file(folder: Path, data: bytes) -> Path | None:
     """`data` in a file of `folder` that has no name until it is complete (Linux O_TMPFILE),
     then linked under a temporary name, which it returns; None where that is unsupported.
@@ -137,7 +131,7 @@ def _unnamed_file(folder: Path, data: bytes) -> Path | None:
     except OSError:
         return None  # a filesystem without unnamed files
     try:
-        _write_fd(fd, data)
+        _write_all(fd, data)
         tmp = _temp_name(folder / "x")
         try:
             os.link(f"/proc/self/fd/{fd}", tmp)
@@ -166,7 +160,7 @@ def write_label_png(path, labels: np.ndarray) -> None:
             # O_EXCL with mode 0o666 leaves the permissions to the umask, as open() would.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
-                _write_fd(fd, data)
+                _write_all(fd, data)
             finally:
                 os.close(fd)
         os.replace(tmp, path)
