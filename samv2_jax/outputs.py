@@ -133,10 +133,18 @@ def _unnamed_file(folder: Path, data: bytes) -> Path | None:
     try:
         _write_all(fd, data)
         tmp = _temp_name(folder / "x")
+        # Named through /proc as a directory fd: that makes os.link call linkat() with
+        # AT_SYMLINK_FOLLOW (plain link() would try to link the /proc entry itself).
         try:
-            os.link(f"/proc/self/fd/{fd}", tmp)
+            proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             return None  # no /proc: write it the ordinary way
+        try:
+            os.link(str(fd), tmp, src_dir_fd=proc_fds, follow_symlinks=True)
+        except (OSError, NotImplementedError):
+            return None
+        finally:
+            os.close(proc_fds)
         return tmp
     finally:
         os.close(fd)
