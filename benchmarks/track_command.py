@@ -132,7 +132,8 @@ def main(argv=None) -> None:
         alone_runs, cmd_runs = [], []
         for r in range(args.rounds):
             alone_runs.append(tracker_alone(model_dir, args.image_size, frames, args.objects))
-            print(f"round {r + 1}: tracker alone {alone_runs[-1]:.3f} frames/s", file=sys.stderr)
+            print(f"round {r + 1}: tracker alone {alone_runs[-1]:.3f} frames/s",
+                  file=sys.stderr)
             cmd_runs.append(command(model_dir, args.image_size, clip, hw, args.objects,
                                     tmp / "out"))
             print(f"round {r + 1}: samv2 track   {cmd_runs[-1]:.3f} frames/s", file=sys.stderr)
@@ -143,7 +144,8 @@ def main(argv=None) -> None:
         "# `samv2 track` against the streaming tracker",
         "",
         f"Command: `python benchmarks/track_command.py --model {args.model} --image-size "
-        f"{args.image_size} --frames {args.frames} --objects {args.objects} --rounds {args.rounds}`",
+        f"{args.image_size} --frames {args.frames} --objects {args.objects} "
+        f"--rounds {args.rounds}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; "
         f"video {Path(args.video).name}, first {len(frames)} frames ({hw[1]}x{hw[0]}), "

@@ -173,11 +173,10 @@ def write_label_png(path, labels: np.ndarray) -> None:
                 os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise
 
 

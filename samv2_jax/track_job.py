@@ -28,9 +28,9 @@ from .streaming import StreamingTracker
 from .video_io import VideoReader, preprocess_frame
 
 _END = object()
-# How much nicer than the tracker the reader and writer threads run. XLA splits each operation across every core
-# and waits for the slowest part, so a core taken by PNG or video encoding at the wrong moment
-# stalls the tracker; at a lower priority that work runs in the gaps the tracker leaves.
+# How much nicer than the tracker the reader and writer threads run. XLA splits each operation
+# across every core and waits for the slowest part, so a core taken by PNG or video encoding at
+# the wrong moment stalls the tracker; at a lower priority that work runs in the gaps it leaves.
 _BACKGROUND_NICE = 10
 
 
@@ -113,14 +113,16 @@ class _Writer:
             except queue.Full:
                 continue
 
-    def _close_all(self) -> None:
-        """After a failed open: release what did open (the JSON is opened last)."""
+    def _close_files(self) -> list[Exception]:
+        """Close the PNG and video outputs that are open; returns what failed."""
+        errors = []
         for closer in (self.pngs, self.video):
             if closer is not None:
                 try:
                     closer.close()
-                except Exception:
-                    pass
+                except Exception as e:
+                    errors.append(e)
+        return errors
 
     def _run(self, info, header: dict, fps: float, ready: threading.Event) -> None:
         _background_priority()
@@ -128,7 +130,7 @@ class _Writer:
             self._open(info, header, fps)
         except BaseException as e:
             self.error = e
-            self._close_all()
+            self._close_files()  # what did open (the JSON opens last); the open error counts
             return
         finally:
             ready.set()
@@ -162,12 +164,7 @@ class _Writer:
         self._q.put(_END)
         self._thread.join()
         errors = [self.error] if self.error is not None else []
-        for closer in (self.pngs, self.video):
-            if closer is not None:
-                try:
-                    closer.close()
-                except Exception as e:
-                    errors.append(e)
+        errors += self._close_files()
         if self.json is not None:
             try:
                 self.json.close(status)
@@ -220,8 +217,8 @@ def track_video(tracker: StreamingTracker, reader: VideoReader, prompts: PromptS
     writer = _Writer(paths, info, header, fps)
     frames_in: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
-    thread = threading.Thread(target=_reader, args=(reader, tracker.cfg.image_size, frames_in,
-                                                    stop, max_frames), name="samv2-reader", daemon=True)
+    thread = threading.Thread(target=_reader, name="samv2-reader", daemon=True,
+                              args=(reader, tracker.cfg.image_size, frames_in, stop, max_frames))
     report = TrackReport()
     total = info.num_frames
     if max_frames is not None:

@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("SAMV2_TEST_JOBS", "2")))
     args = ap.parse_args(argv)
+    jobs = max(1, args.jobs)
     files = ordered(sorted((ROOT / "tests").glob("test_*.py")))
     todo: queue.Queue = queue.Queue()
     for f in files:
@@ -69,13 +70,13 @@ def main(argv=None) -> int:
                 if done.returncode != 0:
                     failed.append(str(f.relative_to(ROOT)))
 
-    lanes = [threading.Thread(target=worker, args=(k,)) for k in range(max(1, args.jobs))]
+    lanes = [threading.Thread(target=worker, args=(k,)) for k in range(jobs)]
     for t in lanes:
         t.start()
     for t in lanes:
         t.join()
     print(f"== {len(files)} test files in {time.perf_counter() - start:.0f} s, "
-          f"{max(1, args.jobs)} at a time")
+          f"{jobs} at a time")
     if failed:
         print("FAILED: " + " ".join(sorted(failed)))
         return 1

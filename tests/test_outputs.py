@@ -541,27 +541,25 @@ def test_results_json_full_disk_keeps_a_valid_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "named_temp"])
 def test_label_png_write_failing_midway_leaves_no_file(tmp_path, monkeypatch, unnamed):
-    from samv2_jax import outputs as o
-
     if not unnamed:
-        monkeypatch.setattr(o, "_unnamed_file", lambda folder, data: None)
+        monkeypatch.setattr(outputs, "_unnamed_file", lambda folder, data: None)
     elif sys.platform.startswith("linux"):  # the path a killed run leaves nothing behind on
-        named = o._unnamed_file(tmp_path, b"whole")
+        named = outputs._unnamed_file(tmp_path, b"whole")
         assert named is not None and named.read_bytes() == b"whole"
         named.unlink()
     labels = np.zeros((20, 30), np.uint8)
-    o.write_label_png(tmp_path / "00000.png", labels)
+    outputs.write_label_png(tmp_path / "00000.png", labels)
     real_write = os.write
 
     def full_disk(fd, data):
         real_write(fd, bytes(data)[:5])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(o.os, "write", full_disk)
+    monkeypatch.setattr(outputs.os, "write", full_disk)
     with pytest.raises(OSError):
-        o.write_label_png(tmp_path / "00001.png", labels + 1)
+        outputs.write_label_png(tmp_path / "00001.png", labels + 1)
     with pytest.raises(OSError):
-        o.write_label_png(tmp_path / "00000.png", labels + 1)  # an existing frame stays whole
+        outputs.write_label_png(tmp_path / "00000.png", labels + 1)  # an existing frame stays whole
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00000.png"]
-    assert (o.read_label_png(tmp_path / "00000.png") == 0).all()
+    assert (outputs.read_label_png(tmp_path / "00000.png") == 0).all()
