@@ -3,7 +3,7 @@ which of them a frame attends to.
 
 A bank holds, per object (leading axis) and per slot, one frame's spatial memory (the memory
 encoder's output), its object pointer, its frame index, whether it is a prompted
-("conditioning") frame, and whether the slot is in use. Shapes never change as it fills, so a
+("conditioning") frame and when it was prompted, and whether the slot is in use. Shapes never change as it fills, so a
 jit-compiled step that takes and returns a bank compiles once.
 
 Two ways of addressing slots cover the two uses:
@@ -29,6 +29,10 @@ class MemoryBank:
     is_cond: jax.Array     # [O, C] bool: a prompted frame
     valid: jax.Array       # [O, C] bool: the slot holds a memory
     object_score: jax.Array  # [O, C] float32 object score logits, for inspection and policies
+    # [O, C] int32: for a prompted slot, when its frame became prompted (1, 2, ... per object;
+    # re-prompting a prompted frame keeps its place). The official keeps prompted frames in a
+    # dict in that order, and it breaks ties in closest-frame selection by it.
+    cond_order: jax.Array
 
     @property
     def num_objects(self) -> int:
@@ -50,6 +54,7 @@ def empty_bank(cfg: SAM2Config, num_objects: int, capacity: int,
         is_cond=jnp.zeros((o, c), bool),
         valid=jnp.zeros((o, c), bool),
         object_score=jnp.zeros((o, c), jnp.float32),
+        cond_order=jnp.zeros((o, c), jnp.int32),
     )
 
 
@@ -71,6 +76,11 @@ def write(bank: MemoryBank, slot, maskmem, obj_ptr, frame_idx, is_cond, object_s
         mask = keep.reshape((o,) + (1,) * (old.ndim - 1))
         return field.at[rows, slot].set(jnp.where(mask, value, old))
 
+    is_cond = jnp.broadcast_to(jnp.asarray(is_cond, bool), (o,))
+    same_frame = bank.frame_idx[rows, slot] == jnp.broadcast_to(jnp.asarray(frame_idx), (o,))
+    was_cond = (bank.valid & bank.is_cond)[rows, slot] & same_frame
+    next_order = jnp.where(bank.valid & bank.is_cond, bank.cond_order, 0).max(1) + 1
+    order = jnp.where(is_cond, jnp.where(was_cond, bank.cond_order[rows, slot], next_order), 0)
     return bank.replace(
         maskmem=put(bank.maskmem, maskmem),
         obj_ptr=put(bank.obj_ptr, obj_ptr),
@@ -78,6 +88,7 @@ def write(bank: MemoryBank, slot, maskmem, obj_ptr, frame_idx, is_cond, object_s
         is_cond=put(bank.is_cond, is_cond),
         valid=put(bank.valid, True),
         object_score=put(bank.object_score, jnp.reshape(object_score, (o,))),
+        cond_order=put(bank.cond_order, order),
     )
 
 
@@ -135,12 +146,12 @@ def _closest_cond(cfg: SAM2Config, bank: MemoryBank, frame_idx):
     slots = jnp.arange(bank.capacity)[None]
     first = ((slots == idx_before[:, None]) & before.any(1, keepdims=True)) | (
         (slots == idx_after[:, None]) & after.any(1, keepdims=True))
-    # The rest by temporal distance, ties to the earlier frame (the official breaks them by
-    # the order frames were prompted). Two stable integer sorts: exact at any frame index.
-    by_frame = jnp.argsort(jnp.where(cond, t, big), axis=1)
+    # The rest by temporal distance, ties to the frame prompted first, as the official's
+    # stable sort over its dict does. Two stable integer sorts: exact at any frame index.
+    by_prompt = jnp.argsort(jnp.where(cond, bank.cond_order, big), axis=1, stable=True)
     key = jnp.where(first, -1, jnp.where(cond, jnp.abs(t - frame_idx), big))
     order = jnp.take_along_axis(
-        by_frame, jnp.argsort(jnp.take_along_axis(key, by_frame, axis=1), axis=1, stable=True),
+        by_prompt, jnp.argsort(jnp.take_along_axis(key, by_prompt, axis=1), axis=1, stable=True),
         axis=1)
     rank = jnp.argsort(order, axis=1)
     few = cond.sum(1, keepdims=True) <= limit

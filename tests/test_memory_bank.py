@@ -128,9 +128,9 @@ def official_choice(model, memory_cfg, frame, reverse, num_frames, cond, tracked
     # Temporal encoding index k holds k + 1 everywhere (the spatial encoding is zero).
     tpos_enc = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 1, d)
     model.maskmem_tpos_enc = torch.nn.Parameter(tpos_enc.clone(), requires_grad=False)
-    # The official breaks exact distance ties between prompted frames by dict order (the
-    # order frames were first prompted); ours by frame index. Insert in frame order.
-    output_dict = {"cond_frame_outputs": {t: _entry(model, t) for t in sorted(cond)},
+    # Prompted frames in the order they were prompted: the official breaks exact distance
+    # ties between them by that (dict) order.
+    output_dict = {"cond_frame_outputs": {t: _entry(model, t) for t in cond},
                    "non_cond_frame_outputs": {t: _entry(model, t) for t in sorted(tracked)}}
     feats = [torch.zeros(E * E, 1, model.hidden_dim)]
     with torch.no_grad():
@@ -162,7 +162,8 @@ def official_choice(model, memory_cfg, frame, reverse, num_frames, cond, tracked
 
 
 def build_bank(cfg, objects, rng):
-    """Our bank with each object's prompted, tracked and forgotten frames in random slots."""
+    """Our bank with each object's prompted, tracked and forgotten frames in random slots,
+    written in a random order except that the prompted frames come in their listed order."""
     e, d = cfg.embedding_size, cfg.memory.mem_dim
     rows = []
     for obj in objects:
@@ -170,6 +171,8 @@ def build_bank(cfg, objects, rng):
                    + [(t, False, False) for t in obj["tracked"]]
                    + [(t, bool(rng.random() < 0.5), True) for t in obj["stale"]])
         order = rng.permutation(len(entries))
+        n_cond = len(obj["cond"])
+        order[np.flatnonzero(order < n_cond)] = np.arange(n_cond)
         slots = rng.permutation(CAPACITY)[: len(entries)]
         rows.append([(int(slots[i]),) + entries[j] for i, j in enumerate(order)])
     bank = empty_bank(cfg, len(objects), CAPACITY)
@@ -214,7 +217,7 @@ def check_same_choice(oracle, base_cfg, options, frame, reverse, num_frames, obj
         mems, ptrs = official_choice(oracle, cfg.memory, frame, reverse, num_frames,
                                      obj["cond"], obj["tracked"])
         where = (f"object {o}: frame={frame} reverse={reverse} num_frames={num_frames} "
-                 f"options={options} cond={sorted(obj['cond'])} "
+                 f"options={options} cond (in prompt order)={obj['cond']} "
                  f"tracked={sorted(obj['tracked'])} stale={sorted(obj['stale'])}")
         our_mems, our_ptrs = ours[o]
         assert our_mems == mems, (f"spatial memories differ for {where}: ours "
@@ -240,6 +243,7 @@ def _draw_objects(rng, frames, one_cond):
             tracked = sorted((set(tracked) | set(cond)) - {keep})
             cond = [keep]
         stale = list(frames[rng.random(len(frames)) < 0.15])
+        cond = rng.permutation(cond)  # the order they were prompted in
         objects.append({"cond": [int(t) for t in cond], "tracked": [int(t) for t in tracked],
                         "stale": [int(t) for t in stale]})
     return objects
@@ -280,10 +284,11 @@ EDGE_CASES = {
     # the current frame itself prompted: it counts as the closest "after" frame
     "current_is_prompted": (dict(max_cond_frames_in_attn=2), 6, False, 12, [1, 6, 9],
                             [5, 4, 3]),
-    # equal distances beyond the closest before/after: the official keeps the earlier frame
-    # (its prompted frames are in frame order here)
+    # equal distances beyond the closest before/after: the frame prompted first is kept
     "distance_tie": (dict(max_cond_frames_in_attn=3), 15, False, 40, [5, 14, 16, 25],
                      [13, 12, 11]),
+    "distance_tie_later_frame_prompted_first": (dict(max_cond_frames_in_attn=3), 15, False, 40,
+                                                [25, 16, 5, 14], [13, 12, 11]),
     "distance_tie_reverse": (dict(max_cond_frames_in_attn=3), 15, True, 40,
                              [5, 14, 16, 25], [17, 18]),
     # an unselected prompted frame among the recent ones is used as a tracked memory
@@ -317,6 +322,38 @@ def test_edge_cases_match_official(oracle, base_cfg, name):
     objects[1]["stale"] = [t for t in objects[1]["stale"] if 0 <= t < num_frames]
     check_same_choice(oracle, base_cfg, options, frame, reverse, num_frames, objects,
                       np.random.default_rng(len(name)))
+
+
+def test_prompt_order_is_kept_like_the_official_dict(base_cfg):
+    """Re-prompting a prompted frame keeps its place; a frame demoted and prompted again, or
+    written over by a tracked result, goes to the back; objects count separately."""
+    e, d = base_cfg.embedding_size, base_cfg.memory.mem_dim
+    bank = empty_bank(base_cfg, 2, 8)
+
+    def put(bank, slot, frame, is_cond, where=None):
+        return _write(bank, slot, jnp.zeros((2, e, e, d)), jnp.zeros((2, base_cfg.hidden_dim)),
+                      frame, is_cond, jnp.zeros((2,)), where)
+
+    def order(bank, obj):
+        live = np.asarray(bank.valid[obj] & bank.is_cond[obj])
+        ranks = np.asarray(bank.cond_order[obj])
+        return [int(bank.frame_idx[obj, s]) for s in np.argsort(np.where(live, ranks, 1 << 30))
+                if live[s]]
+
+    for frame in (7, 3, 5):
+        bank = put(bank, frame, frame, True)
+    assert order(bank, 0) == order(bank, 1) == [7, 3, 5]
+    bank = put(bank, 7, 7, True)                      # re-prompted: stays first
+    assert order(bank, 0) == [7, 3, 5]
+    only_first = jnp.asarray([True, False])
+    bank = bank.replace(is_cond=bank.is_cond.at[0, 3].set(False))   # prompts cleared...
+    bank = put(bank, 3, 3, True, only_first)          # ...and given again: now last
+    assert order(bank, 0) == [7, 5, 3] and order(bank, 1) == [7, 3, 5]
+    bank = put(bank, 5, 5, False, only_first)         # tracked over: no longer prompted
+    bank = put(bank, 5, 5, True, only_first)
+    assert order(bank, 0) == [7, 3, 5]
+    bank = put(bank, 3, 4, True, only_first)          # another frame in the same slot
+    assert order(bank, 0) == [7, 5, 4]
 
 
 def test_config_defaults_are_the_official_ones(base_cfg):

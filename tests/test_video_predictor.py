@@ -105,3 +105,28 @@ def test_frames_without_the_object_match_official(video_dir):
     assert any(absent) and not all(absent), absent
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a[3] == -1024, b[3] == -1024)
+
+
+def test_closest_prompted_frames_tie_like_official(video_dir):
+    """With max_cond_frames_in_attn=3 and prompts on frames 8, 0, 5, 3 (in that order),
+    frame 4 must drop one of frames 0 and 8, which are equally far: the official keeps the
+    one prompted first (8). Every later frame's memory depends on that choice."""
+    import dataclasses
+
+    from samv2_jax import Model, SAM2VideoPredictor
+
+    theirs_pred = official.official_video_predictor(
+        "sam2.1_hiera_tiny", 256, fill_hole_area=0, obj_score_shift=PRESENT,
+        overrides=("++model.max_cond_frames_in_attn=3",))
+    assert theirs_pred.max_cond_frames_in_attn == 3
+    base = ours_for(theirs_pred, fill_hole_area=0).model
+    cfg = base.config.replace(memory=dataclasses.replace(base.config.memory,
+                                                         max_cond_frames_in_attn=3))
+    ours_pred = SAM2VideoPredictor(Model(cfg, base.params), fill_hole_area=0)
+    script = [("points", dict(frame_idx=f, obj_id=1, points=[[(0.3 + 0.05 * i) * W, 0.45 * H]],
+                              labels=[1]))
+              for i, f in enumerate((8, 0, 5, 3))] + [("propagate", dict())]
+    theirs = vs.play(theirs_pred, theirs_pred.init_state(video_dir), script)
+    ours = vs.play(ours_pred, ours_pred.init_state(video_dir), script)
+    err, iou = compare(ours, theirs, "prompt order tie")
+    print(f"prompt-order tie: max rel err {err:.2e}, min IoU {iou:.5f}")
