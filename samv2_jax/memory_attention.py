@@ -47,6 +47,8 @@ def rope_attention(p, q, k, v, num_heads: int, rope, num_k_rope: int | None = No
     else:
         v = _heads(linear(p["v_proj"], v), num_heads)
     q = apply_rope(q, cos, sin)
+    if q.shape[0] != k.shape[0]:  # queries shared by every object (see memory_attention)
+        q = jnp.broadcast_to(q, (k.shape[0], *q.shape[1:]))
     n_rope = k.shape[1] if num_k_rope is None else num_k_rope
     if n_rope > 0:
         rotated = apply_rope_frames(k[:, :n_rope], cos, sin)
@@ -81,7 +83,9 @@ def memory_attention(p, cfg: SAM2Config, curr, curr_pos, memory, memory_pos,
                      num_obj_ptr_tokens: int, feat_hw: tuple[int, int], memory_valid=None):
     """Condition the current frame on the memory bank.
 
-    curr, curr_pos: [B, N, C] with N = h * w tokens of the current frame, row-major.
+    curr, curr_pos: [B, N, C] with N = h * w tokens of the current frame, row-major; or
+        [1, N, C] when every object tracks the same frame: the first layer's self-attention
+        (identical for all objects) then runs once instead of B times.
     memory, memory_pos: [B, M, mem_dim]; the first M - num_obj_ptr_tokens tokens are whole
         frames of N spatial tokens, the last num_obj_ptr_tokens are object pointers.
     memory_valid: [B, M] bool or None; False tokens are left out of the attention, so a
@@ -108,4 +112,5 @@ def memory_attention(p, cfg: SAM2Config, curr, curr_pos, memory, memory_pos,
     for i in range(cfg.memory.attention_layers):
         x = memory_attention_layer(p["layers"][str(i)], cfg, x, memory, memory_pos, rope,
                                    num_k_rope, memory_valid)
+    x = jnp.broadcast_to(x, (memory.shape[0], *x.shape[1:]))
     return layer_norm(p["norm"], x, _LN_EPS)

@@ -189,8 +189,9 @@ def condition_on_memory(params, cfg: SAM2Config, bank: MemoryBank, sel: MemorySe
     """Fuse the current frame's features with the selected memories: [O, E, E, C]."""
     o, e = bank.num_objects, cfg.embedding_size
     c = vision_feat.shape[-1]
-    curr = jnp.broadcast_to(vision_feat.reshape(1, e * e, c), (o, e * e, c))
-    curr_pos = jnp.broadcast_to(vision_pos.reshape(1, e * e, c), (o, e * e, c))
+    # One frame for all objects: memory_attention shares the work that does not see memory.
+    curr = vision_feat.reshape(1, e * e, c)
+    curr_pos = vision_pos.reshape(1, e * e, c)
     memory, memory_pos, valid, num_ptr = gather_memory(params, cfg, bank, sel)
     out = memory_attention(params["memory_attention"], cfg, curr, curr_pos, memory, memory_pos,
                            num_obj_ptr_tokens=num_ptr, feat_hw=(e, e), memory_valid=valid)

@@ -68,6 +68,26 @@ def test_memory_attention_matches_official(name, frames, ptrs):
     assert err < TOL
 
 
+def test_one_frame_shared_by_objects_matches_official_per_object():
+    """The current frame given once ([1, N, C]) for three objects' memories: each object's
+    output equals the official run on that object alone (the shared first-layer
+    self-attention runs once), and equals passing the frame three times."""
+    torch_model, model = converted_pair(MODELS[1], SIZE)
+    rng = np.random.default_rng(3)
+    curr, curr_pos = _query(1, rng)
+    memory, memory_pos = _memory(3, 2, 8, rng)
+    p, cfg = model.params["memory_attention"], model.config
+    got = np.asarray(_ours(p, cfg, curr, curr_pos, memory, memory_pos, 8, (E, E), None))
+    assert got.shape == (3, N, 256)
+    want = np.concatenate([_official(torch_model, curr, curr_pos, memory[i:i + 1],
+                                     memory_pos[i:i + 1], 8) for i in range(3)])
+    assert official.rel_err(got, want) < TOL
+    repeated = _ours(p, cfg, np.repeat(curr, 3, 0), np.repeat(curr_pos, 3, 0), memory,
+                     memory_pos, 8, (E, E), None)
+    np.testing.assert_allclose(got, np.asarray(repeated), rtol=0, atol=1e-5)
+    assert np.abs(got[0] - got[1]).max() > 1e-2  # the objects' memories do matter
+
+
 def _padded_bank(rng, valid_frames, valid_ptrs, cap_frames, cap_ptrs, real, n: int):
     """Place the real frames / pointers of `real` into a fixed-capacity bank at the given
     slots; every other slot holds large garbage (and one a NaN). Returns memory, pos, valid."""
