@@ -387,3 +387,38 @@ def test_without_network_the_message_says_what_to_fetch(tmp_path, monkeypatch, c
     assert time.time() - start < 30
     assert "--model" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_camera_is_tracked_frame_by_frame_until_max_frames(checkpoint, tmp_path, capsys,
+                                                           monkeypatch):
+    """A camera is an endless source with no frame count. No test machine has one, so
+    FFmpeg's test-pattern generator (also endless) answers when the command opens
+    /dev/video0 through v4l2; everything after that open is the command's camera path."""
+    import av
+
+    from samv2_jax.streaming import Prompt
+
+    n, h, w = 5, 56, 72
+    pattern = f"testsrc=size={w}x{h}:rate=10"
+    real_open = av.open
+    opened = []
+
+    def open_camera_as_pattern(target, *args, **kwargs):
+        if kwargs.get("format") == "v4l2":
+            opened.append(target)
+            return real_open(pattern, format="lavfi")
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", open_camera_as_pattern)
+    monkeypatch.chdir(tmp_path)  # so that "0" names no file
+    out = tmp_path / "out"
+    argv = ["track", "0", "--point", f"0:{w // 2},{h // 2}", "--max-frames", str(n),
+            "--out", str(out), "--model", str(checkpoint[1]), "--image-size", str(SIZE), "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert opened == ["/dev/video0"]
+    with real_open(pattern, format="lavfi") as c:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(n), c.decode(video=0))]
+    expected = _api_labels(checkpoint[1], frames,
+                           {0: {1: Prompt(points=[[w // 2, h // 2]], labels=[1])}}, None)
+    assert any((lab == 1).any() for lab, _ in expected)
+    _check_outputs(out, frames, expected)
