@@ -304,10 +304,17 @@ def test_segment_writes_the_predictor_masks(checkpoint, tmp_path, capsys):
     _fails_cleanly(capsys, argv[:2] + ["--out", str(out)], "--point")
 
 
+def _as_from_a_terminal():
+    # A shell's background job (as CI may run us) inherits SIGINT ignored, and Python then
+    # keeps it ignored; a command typed at a terminal gets the default, which Ctrl-C needs.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_cli(args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "samv2_jax.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal, **kw)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
