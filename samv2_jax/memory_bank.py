@@ -3,8 +3,8 @@ which of them a frame attends to.
 
 A bank holds, per object (leading axis) and per slot, one frame's spatial memory (the memory
 encoder's output), its object pointer, its frame index, whether it is a prompted
-("conditioning") frame and when it was prompted, and whether the slot is in use. Shapes never change as it fills, so a
-jit-compiled step that takes and returns a bank compiles once.
+("conditioning") frame and when it was prompted, and whether the slot is in use. Shapes never
+change as it fills, so a jit-compiled step that takes and returns a bank compiles once.
 
 Two ways of addressing slots cover the two uses:
 - offline (a whole video, like the official predictor): one slot per frame, slot == frame index;
@@ -77,9 +77,10 @@ def write(bank: MemoryBank, slot, maskmem, obj_ptr, frame_idx, is_cond, object_s
         return field.at[rows, slot].set(jnp.where(mask, value, old))
 
     is_cond = jnp.broadcast_to(jnp.asarray(is_cond, bool), (o,))
+    prompted = bank.valid & bank.is_cond
     same_frame = bank.frame_idx[rows, slot] == jnp.broadcast_to(jnp.asarray(frame_idx), (o,))
-    was_cond = (bank.valid & bank.is_cond)[rows, slot] & same_frame
-    next_order = jnp.where(bank.valid & bank.is_cond, bank.cond_order, 0).max(1) + 1
+    was_cond = prompted[rows, slot] & same_frame
+    next_order = jnp.where(prompted, bank.cond_order, 0).max(1) + 1
     order = jnp.where(is_cond, jnp.where(was_cond, bank.cond_order[rows, slot], next_order), 0)
     return bank.replace(
         maskmem=put(bank.maskmem, maskmem),
