@@ -119,8 +119,8 @@ def main(argv=None) -> None:
     t_qk_torch = _best(lambda: (tq @ tk.T).amax(-1), r)
 
     from samv2_jax.config import get_config
-    from samv2_jax.memory_attention import memory_attention
-    from samv2_jax.params import init_params
+    from samv2_jax.modeling.memory_attention import memory_attention
+    from samv2_jax.weights.layout import init_params
 
     cfg = get_config("sam2.1_hiera_tiny")
     p = init_params(cfg, jax.random.PRNGKey(0))["memory_attention"]

@@ -53,7 +53,7 @@ def _median_time(fn, repeats: int) -> float:
 
 def _ours(model_name, image_size, seed=0):
     import official
-    from convert.checkpoint import convert_state_dict
+    from samv2_jax.weights.official import convert_state_dict
     from samv2_jax import Model
 
     torch_model = official.build_official(model_name, image_size, seed)
@@ -65,7 +65,7 @@ def _ours(model_name, image_size, seed=0):
 def first_call(args) -> dict:
     """Run in a fresh process: time the first set_image + predict (compile included)."""
     from samv2_jax import SAM2ImagePredictor
-    from samv2_jax.compilation_cache import enable_compilation_cache
+    from samv2_jax.app.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache(args.cache_dir)
     _, model = _ours(args.model, args.image_size)
@@ -136,7 +136,7 @@ def main(argv=None):
     # Image encoding alone (preprocessed input in, features out), both sides.
     import jax.numpy as jnp
 
-    from samv2_jax.image_predictor import encode_images
+    from samv2_jax.predictors.image import encode_images
 
     x = np.random.default_rng(0).normal(size=(1, args.image_size, args.image_size, 3))
     x = x.astype(np.float32)

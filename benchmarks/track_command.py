@@ -37,7 +37,7 @@ def _model_dir(name: str, directory: Path) -> Path:
     import jax
 
     from samv2_jax import Model, get_config, save_model
-    from samv2_jax.params import init_params
+    from samv2_jax.weights.layout import init_params
 
     cfg = get_config(name)
     params = init_params(cfg, jax.random.PRNGKey(0))
@@ -52,7 +52,7 @@ def _clip(video: Path, frames: int, out: Path) -> list[np.ndarray]:
     from `out` (what the command will see)."""
     import av
 
-    from samv2_jax.video_io import iter_video_frames
+    from samv2_jax.io.frames import iter_video_frames
 
     with av.open(str(out), "w") as c:
         s = None
@@ -94,7 +94,7 @@ def tracker_alone(model_dir: Path, image_size: int, frames, n_obj: int) -> float
 
 def command(model_dir: Path, image_size: int, clip: Path, hw, n_obj: int, out: Path) -> float:
     h, w = hw
-    argv = [sys.executable, "-m", "samv2_jax.cli", "track", str(clip), "--out", str(out),
+    argv = [sys.executable, "-m", "samv2_jax.app.cli", "track", str(clip), "--out", str(out),
             "--model", str(model_dir), "--image-size", str(image_size), "--overwrite"]
     for i, (x, y) in enumerate(_points(h, w, n_obj)):
         argv += ["--point", f"0:{x},{y}@{i + 1}"]

@@ -119,7 +119,7 @@ def _clicks(hw, n):
 
 
 def _ours_model(sd_path: str, image_size: int):
-    from convert.checkpoint import convert_state_dict
+    from samv2_jax.weights.official import convert_state_dict
     from samv2_jax import Model
 
     with np.load(sd_path) as z:
@@ -173,7 +173,7 @@ def child_compile(args) -> dict:
     import jax
 
     from samv2_jax import SAM2VideoPredictor
-    from samv2_jax.compilation_cache import enable_compilation_cache
+    from samv2_jax.app.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache(args.cache_dir)
     model = _ours_model(args.sd, args.image_size)
@@ -331,9 +331,9 @@ def track_ours(pred, state, hw, num_obj, last_frame, measured, raw_frames):
     import jax
     import jax.numpy as jnp
 
-    from samv2_jax.mask_postprocess import fill_holes
-    from samv2_jax.tracking import encode_frame, track_image_step_inplace
-    from samv2_jax.video_predictor import _to_video_res
+    from samv2_jax.modeling.mask_postprocess import fill_holes
+    from samv2_jax.tracking.step import encode_frame, track_image_step_inplace
+    from samv2_jax.predictors.video import _to_video_res
 
     pred.reset_state(state)
     for i, pts in enumerate(_clicks(hw, num_obj)):
@@ -471,7 +471,7 @@ def main(argv=None):
 
     import official
     from samv2_jax import Model, SAM2VideoPredictor
-    from convert.checkpoint import convert_state_dict
+    from samv2_jax.weights.official import convert_state_dict
 
     official.install_torchvision_standin()
     theirs = official.official_video_predictor(args.model, args.image_size,

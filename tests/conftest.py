@@ -19,8 +19,8 @@ warnings.filterwarnings("ignore", message=".*cannot import name '_C' from 'sam2'
 @functools.lru_cache(maxsize=4)
 def converted_pair(name: str, image_size: int, seed: int = 0):
     """(official torch model, our Model) holding the same randomly re-drawn tensors."""
-    from convert.checkpoint import convert_state_dict
-    from samv2_jax.checkpoint import Model
+    from samv2_jax.weights.official import convert_state_dict
+    from samv2_jax.weights.store import Model
 
     torch_model = official.build_official(name, image_size, seed)
     sd = {k: v.detach().cpu().numpy() for k, v in torch_model.state_dict().items()}

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import official
-from convert.checkpoint import convert_state_dict
-from samv2_jax.checkpoint import Model, load, save_model
+from samv2_jax.weights.official import convert_state_dict
+from samv2_jax.weights.store import Model, load, save_model
 from samv2_jax.config import get_config
-from samv2_jax.params import flatten, init_params
+from samv2_jax.weights.layout import flatten, init_params
 
 NAME = "sam2.1_hiera_tiny"
 
@@ -148,7 +148,7 @@ def test_pt_without_torch_says_how_to_fix(sd, tmp_path, monkeypatch):
 
 
 def test_torch_is_not_imported_by_the_package():
-    code = ("import sys, samv2_jax.checkpoint, samv2_jax.params, samv2_jax.cli, convert.checkpoint;"
+    code = ("import sys, samv2_jax.weights.store, samv2_jax.weights.layout, samv2_jax.app.cli, samv2_jax.weights.official, convert;"
             "print('torch' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

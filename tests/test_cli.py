@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import official
-from samv2_jax.cli import build_parser, main
+from samv2_jax.app.cli import build_parser, main
 
 NAME = "sam2_hiera_tiny"
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_parser_lists_subcommands():
 
 
 def test_module_entry_point_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "samv2_jax.cli", "info", str(tmp_path / "x.pt")],
+    proc = subprocess.run([sys.executable, "-m", "samv2_jax.app.cli", "info", str(tmp_path / "x.pt")],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("samv2: error: ") and "Traceback" not in proc.stderr

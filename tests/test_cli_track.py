@@ -18,7 +18,7 @@ from PIL import Image
 
 import official
 from conftest import sample_image
-from samv2_jax.cli import main
+from samv2_jax.app.cli import main
 
 NAME = "sam2.1_hiera_tiny"
 SIZE = 64  # model input resolution: small keeps the end-to-end runs quick
@@ -65,7 +65,7 @@ def write_video(path: Path, frames, codec: str, fps: int = 10, pix_fmt: str = "y
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
-    from samv2_jax.video_io import iter_video_frames
+    from samv2_jax.io.frames import iter_video_frames
 
     return list(iter_video_frames(str(path)))
 
@@ -73,7 +73,7 @@ def _decoded(path: Path) -> list[np.ndarray]:
 def _api_labels(model_dir: Path, frames, prompts_by_frame, num_frames):
     """What the Python API gives: the streaming tracker on the same decoded frames."""
     import samv2_jax
-    from samv2_jax.outputs import label_map
+    from samv2_jax.io.outputs import label_map
 
     model = samv2_jax.load(model_dir, image_size=SIZE)
     tracker = samv2_jax.StreamingTracker(model, num_frames=num_frames)
@@ -106,7 +106,7 @@ def _check_outputs(out: Path, frames, expected):
     vh, vw = video[0].shape[:2]
     assert (vh - h, vw - w) in {(0, 0), (0, 1), (1, 0), (1, 1)}  # yuv420 pads odd sizes by 1
     # each decoded frame is the overlay of its frame and labels, give or take compression
-    from samv2_jax.outputs import overlay
+    from samv2_jax.io.outputs import overlay
 
     for t in (0, n - 1):
         got = video[t][:h, :w].astype(int)
@@ -120,7 +120,7 @@ def _check_outputs(out: Path, frames, expected):
     doc = json.loads((out / "results.json").read_text())
     assert doc["complete"] is True and doc["width"] == w and doc["height"] == h
     assert [fr["frame_idx"] for fr in doc["frames"]] == list(range(n))
-    from samv2_jax.outputs import rle_decode
+    from samv2_jax.io.outputs import rle_decode
 
     for fr, (_, want) in zip(doc["frames"], expected):
         assert sorted(o["obj_id"] for o in fr["objects"]) == sorted(want)
@@ -154,8 +154,8 @@ def test_track_writes_the_python_api_masks(fmt, checkpoint, tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     frames = _decoded(video)
     assert len(frames) == n
-    from samv2_jax.streaming import Prompt
-    from samv2_jax.video_io import open_video
+    from samv2_jax.predictors.streaming import Prompt
+    from samv2_jax.io.frames import open_video
 
     with open_video(str(video)) as r:
         num_frames = r.info.num_frames
@@ -190,7 +190,7 @@ def test_folder_prompts_file_and_mask_prompt(checkpoint, tmp_path, capsys):
             str(tmp_path / "prompts.json"), "--out", str(out), "--model", str(checkpoint[0]),
             "--image-size", str(SIZE), "-q"]
     assert main(argv) == 0, capsys.readouterr().err
-    from samv2_jax.streaming import Prompt
+    from samv2_jax.predictors.streaming import Prompt
 
     prompts = {0: {3: Prompt(mask=ann == 3), 7: Prompt(mask=ann == 7)},
                2: {9: Prompt(points=[[35, 25], [5, 5]], labels=[1, 0])}}
@@ -312,7 +312,7 @@ def _as_from_a_terminal():
 
 def _run_cli(args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "samv2_jax.cli", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "samv2_jax.app.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_as_from_a_terminal, **kw)
 
@@ -403,7 +403,7 @@ def test_camera_is_tracked_frame_by_frame_until_max_frames(checkpoint, tmp_path,
     /dev/video0 through v4l2; everything after that open is the command's camera path."""
     import av
 
-    from samv2_jax.streaming import Prompt
+    from samv2_jax.predictors.streaming import Prompt
 
     n, h, w = 5, 56, 72
     pattern = f"testsrc=size={w}x{h}:rate=10"

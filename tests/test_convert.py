@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import official
-from convert.checkpoint import convert_checkpoint, convert_state_dict, read_state_dict
+from samv2_jax.weights.official import convert_checkpoint, convert_state_dict, read_state_dict
 from samv2_jax.config import get_config
-from samv2_jax.params import flatten
+from samv2_jax.weights.layout import flatten
 
 NAME = "sam2.1_hiera_tiny"
 SIZE = 256
@@ -234,7 +234,7 @@ def test_unrecognised_trunk(sd):
 
 
 def test_convert_checkpoint_writes_a_directory(pt_file, sd, tmp_path):
-    from samv2_jax.checkpoint import load
+    from samv2_jax.weights.store import load
 
     out = convert_checkpoint(pt_file, tmp_path / "out", image_size=512)
     assert (out / "config.json").is_file() and (out / "params").is_dir()

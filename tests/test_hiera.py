@@ -16,9 +16,9 @@ from sam2.modeling.backbones import utils as official_utils
 
 import official
 from conftest import converted_pair, sample_image
-from samv2_jax.hiera import hiera, max_pool, position_embedding, window_partition, \
+from samv2_jax.modeling.hiera import hiera, max_pool, position_embedding, window_partition, \
     window_unpartition
-from samv2_jax.transforms import preprocess_image
+from samv2_jax.modeling.transforms import preprocess_image
 
 TOL = 1e-4
 

@@ -13,8 +13,8 @@ import torch
 
 import official
 from conftest import converted_pair, sample_image
-from samv2_jax.image_encoder import forward_image, fpn_neck, image_features
-from samv2_jax.transforms import preprocess_image
+from samv2_jax.modeling.image_encoder import forward_image, fpn_neck, image_features
+from samv2_jax.modeling.transforms import preprocess_image
 
 TOL = 1e-4
 NAMES = ["sam2.1_hiera_tiny", "sam2_hiera_large"]

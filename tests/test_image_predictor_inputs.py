@@ -20,8 +20,8 @@ from PIL import Image
 import official
 from conftest import converted_pair, sample_image
 from samv2_jax import SAM2ImagePredictor
-from samv2_jax.checkpoint import Model
-from samv2_jax.params import flatten, unflatten
+from samv2_jax.weights.store import Model
+from samv2_jax.weights.layout import flatten, unflatten
 
 NAME, SIZE = "sam2.1_hiera_tiny", 256
 H, W = 200, 300

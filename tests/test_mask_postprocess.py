@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from samv2_jax.mask_postprocess import (
+from samv2_jax.modeling.mask_postprocess import (
     connected_components,
     fill_holes,
     fill_holes_and_remove_sprinkles,

@@ -24,7 +24,7 @@ import torch
 
 import official
 from samv2_jax.config import get_config
-from samv2_jax.memory_bank import default_policy, empty_bank, forget, write
+from samv2_jax.tracking.bank import default_policy, empty_bank, forget, write
 
 MODEL = "sam2.1_hiera_tiny"
 SIZE = 64               # the selection does not depend on it; small keeps the build fast
@@ -381,7 +381,7 @@ def test_track_step_uses_a_custom_policy():
     """`track_step` takes the selection policy as an argument: a wrapper returning the default
     selection changes nothing, one that keeps only the prompted memory changes the output."""
     from conftest import converted_pair
-    from samv2_jax.tracking import frame_features, track_step
+    from samv2_jax.tracking.step import frame_features, track_step
 
     _, model = converted_pair(MODEL, SIZE)
     cfg, params = model.config, model.params

@@ -12,7 +12,7 @@ import torch
 
 import official
 from conftest import converted_pair
-from samv2_jax.memory_encoder import encode_new_memory, memory_encoder
+from samv2_jax.modeling.memory_encoder import encode_new_memory, memory_encoder
 
 TOL = 1e-4
 SIZE = 256

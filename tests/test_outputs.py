@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samv2_jax import outputs
-from samv2_jax.outputs import (PALETTE, LabelPngWriter, OverlayVideoWriter, ResultsJsonWriter,
+from samv2_jax.io import outputs
+from samv2_jax.io.outputs import (PALETTE, LabelPngWriter, OverlayVideoWriter, ResultsJsonWriter,
                                label_map, mask_box, object_record, overlay, read_label_png,
                                rle_decode, rle_encode, write_label_png)
 
@@ -31,7 +31,7 @@ _CHILD_PRELUDE = textwrap.dedent(f"""
     package = types.ModuleType("samv2_jax")
     package.__path__ = [{str(MODULE_FILE.parent)!r}]
     sys.modules["samv2_jax"] = package
-    from samv2_jax import outputs
+    from samv2_jax.io import outputs
     """)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import official
-from samv2_jax import params as P
+from samv2_jax.weights import layout as P
 from samv2_jax.config import PRESETS, config_from_state_dict, get_config
 
 

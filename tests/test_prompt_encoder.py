@@ -9,7 +9,7 @@ import torch
 
 import official
 from conftest import converted_pair
-from samv2_jax.prompt_encoder import dense_pe, prompt_encoder
+from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
 
 TOL = 1e-4
 NAME, SIZE = "sam2.1_hiera_tiny", 256

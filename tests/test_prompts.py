@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samv2_jax.prompts import PromptSet, add_file, add_flags
+from samv2_jax.app.prompt_files import PromptSet, add_file, add_flags
 
 
 def test_flags_gather_per_frame_and_object(tmp_path):

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import official
-from convert import checkpoint as conv
-from convert.torch_free import read_state_dict_without_torch
-from samv2_jax.checkpoint import load
-from samv2_jax.params import flatten
+from samv2_jax.weights import official as conv
+from samv2_jax.weights.torch_free import read_state_dict_without_torch
+from samv2_jax.weights.store import load
+from samv2_jax.weights.layout import flatten
 
 NAME = "sam2.1_hiera_tiny"
 

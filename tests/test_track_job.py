@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from samv2_jax import track_job
-from samv2_jax.outputs import read_label_png
+from samv2_jax.app import track_job
+from samv2_jax.io.outputs import read_label_png
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="per-thread priorities are a Linux feature")

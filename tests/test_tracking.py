@@ -36,7 +36,7 @@ def _track_all(pred, frames, prompts):
 
 def test_step_compiles_once_per_video(model, frames):
     from samv2_jax import SAM2VideoPredictor
-    from samv2_jax.tracking import track_image_step_inplace
+    from samv2_jax.tracking.step import track_image_step_inplace
 
     pred = SAM2VideoPredictor(model)
     _track_all(pred, frames[:4], {1: dict(points=[[40, 30]], labels=[1])})
@@ -71,8 +71,8 @@ def test_objects_batched_give_the_same_masks(model, frames):
 
 def test_scan_over_frames_matches_the_streaming_tracker(model, frames):
     from samv2_jax import Prompt, StreamingTracker
-    from samv2_jax.tracking import track_frames
-    from samv2_jax.video_io import preprocess_frame
+    from samv2_jax.tracking.step import track_frames
+    from samv2_jax.io.frames import preprocess_frame
 
     tracker = StreamingTracker(model, num_frames=len(frames))
     tracker.track(frames[0], {1: Prompt(points=[[40, 30]], labels=[1])})
@@ -85,7 +85,7 @@ def test_scan_over_frames_matches_the_streaming_tracker(model, frames):
         fill_hole_area=tracker.fill_hole_area, num_frames=len(frames)))
     outs, bank = run(bank0, images)
     assert outs["pred_masks"].shape[0] == len(frames) - 1
-    from samv2_jax.video_predictor import _to_video_res
+    from samv2_jax.predictors.video import _to_video_res
 
     for t, res in enumerate(expected):
         ours = np.asarray(_to_video_res(outs["pred_masks"][t], (H, W), False))

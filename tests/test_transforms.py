@@ -1,4 +1,4 @@
-"""samv2_jax.transforms against torch's F.interpolate and the official SAM 2 preprocessing."""
+"""samv2_jax.modeling.transforms against torch's F.interpolate and the official SAM 2 preprocessing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from samv2_jax import transforms as T
+from samv2_jax.modeling import transforms as T
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from samv2_jax.video_io import (
+from samv2_jax.io.frames import (
     VideoInfo,
     iter_video_frames,
     load_video_frames,

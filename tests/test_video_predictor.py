@@ -43,7 +43,7 @@ def video_dir(tmp_path_factory):
 
 
 def ours_for(official_pred, **kwargs):
-    from convert.checkpoint import convert_state_dict
+    from samv2_jax.weights.official import convert_state_dict
     from samv2_jax import Model, SAM2VideoPredictor
 
     sd = {k: v.detach().cpu().numpy() for k, v in official_pred.state_dict().items()}

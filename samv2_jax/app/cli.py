@@ -33,8 +33,8 @@ def _positive_int(text: str) -> int:
 
 
 def _run_convert(args) -> int:
-    from convert.checkpoint import convert_state_dict, read_state_dict
-    from samv2_jax.checkpoint import Model, save_model
+    from samv2_jax.weights.official import convert_state_dict, read_state_dict
+    from samv2_jax.weights.store import Model, save_model
 
     config, params = convert_state_dict(read_state_dict(args.checkpoint),
                                         image_size=args.image_size)
@@ -48,7 +48,7 @@ def _run_convert(args) -> int:
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert an official .pt checkpoint to a samv2-jax directory",
                        description="Convert an official SAM 2 / SAM 2.1 checkpoint (.pt) into a "
-                                   "directory that samv2_jax.checkpoint.load reads without torch.")
+                                   "directory that samv2_jax.weights.store.load reads without torch.")
     p.add_argument("checkpoint", help="official checkpoint, e.g. sam2.1_hiera_tiny.pt")
     p.add_argument("out_dir", help="directory to write (config.json + params/)")
     p.add_argument("--image-size", type=_positive_int, default=None,
@@ -61,7 +61,7 @@ def _add_convert(sub) -> None:
 
 
 def _run_info(args) -> int:
-    from .models import resolve_model
+    from samv2_jax.weights.download import resolve_model
 
     path = Path(args.path)
     model = resolve_model(args.path, progress=False)
@@ -143,8 +143,8 @@ def _load_model(args):
     import jax
     import jax.numpy as jnp
 
-    from .compilation_cache import enable_compilation_cache
-    from .models import resolve_model
+    from samv2_jax.app.compilation_cache import enable_compilation_cache
+    from samv2_jax.weights.download import resolve_model
 
     if not args.no_compile_cache:
         enable_compilation_cache()
@@ -183,10 +183,10 @@ def _video_source(text: str):
 
 
 def _run_track(args) -> int:
-    from .prompts import PromptSet, add_file, add_flags
-    from .streaming import StreamingTracker
-    from .track_job import OutputPaths, track_video
-    from .video_io import open_video
+    from samv2_jax.app.prompt_files import PromptSet, add_file, add_flags
+    from samv2_jax.predictors.streaming import StreamingTracker
+    from samv2_jax.app.track_job import OutputPaths, track_video
+    from samv2_jax.io.frames import open_video
 
     prompts = add_flags(PromptSet(), args.point, args.box, args.mask)
     if args.prompts:
@@ -341,8 +341,8 @@ def _run_segment(args) -> int:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from . import outputs
-    from .image_predictor import SAM2ImagePredictor
+    from samv2_jax.io import outputs
+    from samv2_jax.predictors.image import SAM2ImagePredictor
 
     coords, labels, box = _parse_segment_prompts(args)
     try:
@@ -418,7 +418,7 @@ def _add_segment(sub) -> None:
 
 
 def _run_download(args) -> int:
-    from .models import OFFICIAL, resolve_model
+    from samv2_jax.weights.download import OFFICIAL, resolve_model
 
     names = list(OFFICIAL) if args.name == "all" else [args.name]
     for name in names:

@@ -16,14 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .checkpoint import Model
-from .compilation_cache import enable_compilation_cache
-from .config import SAM2Config
-from .memory_bank import MemoryBank, default_policy, empty_bank, streaming_slot, write
-from .tracking import (decode_frame, encode_frame, encode_prompted_memory,
+from samv2_jax.weights.store import Model
+from samv2_jax.app.compilation_cache import enable_compilation_cache
+from samv2_jax.config import SAM2Config
+from samv2_jax.tracking.bank import MemoryBank, default_policy, empty_bank, streaming_slot, write
+from samv2_jax.tracking.step import (decode_frame, encode_frame, encode_prompted_memory,
                        track_image_step_inplace, track_step_inplace, use_multimask)
-from .video_io import preprocess_frame
-from .video_predictor import _as_points, _to_video_res, mask_prompt_to_input
+from samv2_jax.io.frames import preprocess_frame
+from samv2_jax.predictors.video import _as_points, _to_video_res, mask_prompt_to_input
 
 _UNBOUNDED = 2**30
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .config import SAM2Config
-from .layers import dot_product_attention, layer_norm, linear
-from .rope import apply_rope, apply_rope_frames, axial_cos_sin
+from samv2_jax.config import SAM2Config
+from samv2_jax.modeling.layers import dot_product_attention, layer_norm, linear
+from samv2_jax.modeling.rope import apply_rope, apply_rope_frames, axial_cos_sin
 
 _LN_EPS = 1e-5  # torch's default nn.LayerNorm eps
 _INPUT_POS_SCALE = 0.1

@@ -2,7 +2,7 @@
 
     cache_dir()/<name>.pt          the official checkpoint, as downloaded
     cache_dir()/<name>.pt.sha256   its SHA-256, recorded after it passed every check
-    cache_dir()/<name>/            the converted model (samv2_jax.checkpoint format)
+    cache_dir()/<name>/            the converted model (samv2_jax.weights.store format)
 
 Files only ever appear under their final names complete and checked: downloads go to
 `<name>.pt.part` and conversions to a temporary directory, each renamed into place at the end.
@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from samv2_jax.checkpoint import CONFIG_FILE, Model, load
+from samv2_jax.weights.store import CONFIG_FILE, Model, load
 
 DOWNLOAD_URL_ENV = "SAMV2_JAX_DOWNLOAD_URL"
 HOME_ENV = "SAMV2_JAX_HOME"
@@ -239,7 +239,7 @@ def _reason(err: Exception) -> str:
 
 
 def _convert(pt_path: Path, out_dir: Path) -> None:
-    from convert.checkpoint import convert_checkpoint
+    from samv2_jax.weights.official import convert_checkpoint
 
     convert_checkpoint(pt_path, out_dir)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .config import HieraBlockSpec, HieraConfig
-from .layers import chunked_rows, conv2d, dot_product_attention, gelu, layer_norm, linear, mlp
-from .transforms import resize_bicubic
+from samv2_jax.config import HieraBlockSpec, HieraConfig
+from samv2_jax.modeling.layers import chunked_rows, conv2d, dot_product_attention, gelu, layer_norm, linear, mlp
+from samv2_jax.modeling.transforms import resize_bicubic
 
 _NORM_EPS = 1e-6
 

@@ -18,7 +18,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from .config import SAM2Config
+from samv2_jax.config import SAM2Config
 
 
 @flax.struct.dataclass

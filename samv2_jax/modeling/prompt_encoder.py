@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .config import SAM2Config
-from .layers import conv1x1, gelu, layer_norm, patchify_conv
-from .position_encoding import random_fourier_encode, random_fourier_grid
+from samv2_jax.config import SAM2Config
+from samv2_jax.modeling.layers import conv1x1, gelu, layer_norm, patchify_conv
+from samv2_jax.modeling.position_encoding import random_fourier_encode, random_fourier_grid
 
 _LN2D_EPS = 1e-6
 

@@ -18,14 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .checkpoint import Model
-from .compilation_cache import enable_compilation_cache
-from .config import SAM2Config
-from .memory_bank import MemoryBank, empty_bank, forget, write
-from .tracking import (NO_OBJ_SCORE, decode_frame, encode_frame, encode_prompted_memory,
+from samv2_jax.weights.store import Model
+from samv2_jax.app.compilation_cache import enable_compilation_cache
+from samv2_jax.config import SAM2Config
+from samv2_jax.tracking.bank import MemoryBank, empty_bank, forget, write
+from samv2_jax.tracking.step import (NO_OBJ_SCORE, decode_frame, encode_frame, encode_prompted_memory,
                        track_image_step_inplace, use_multimask)
-from .transforms import resize_bilinear
-from .video_io import load_video_frames
+from samv2_jax.modeling.transforms import resize_bilinear
+from samv2_jax.io.frames import load_video_frames
 
 _COND, _NON_COND = "cond_frame_outputs", "non_cond_frame_outputs"
 

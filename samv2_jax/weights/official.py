@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from samv2_jax.config import SAM2Config, config_from_state_dict, get_config
-from samv2_jax.params import from_official, is_dropped, official_param_shapes
+from samv2_jax.weights.layout import from_official, is_dropped, official_param_shapes
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PROTO2 = b"\x80\x02"  # torch.save's legacy format starts with a protocol-2 pickle
@@ -53,7 +53,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if path.is_dir():
         raise ValueError(f"{str(path)!r} is a directory, not a .pt checkpoint file "
-                         "(a converted model directory loads with samv2_jax.checkpoint.load)")
+                         "(a converted model directory loads with samv2_jax.weights.store.load)")
     with open(path, "rb") as f:
         head = f.read(8)
     if not head:
@@ -69,7 +69,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         # --- torch-free fallback (convert/torch_free.py): a zip checkpoint reads without torch
         if not head.startswith(_ZIP_MAGIC):
             raise
-        from convert.torch_free import read_state_dict_without_torch
+        from samv2_jax.weights.torch_free import read_state_dict_without_torch
 
         sd = read_state_dict_without_torch(path)
         if not any(k.startswith("image_encoder.") for k in sd):
@@ -206,7 +206,7 @@ def convert_checkpoint(
     overwrite: bool = False,
 ) -> Path:
     """Official `.pt` -> a converted directory (orbax params + config.json) at `out_dir`."""
-    from samv2_jax.checkpoint import Model, save_model
+    from samv2_jax.weights.store import Model, save_model
 
     state_dict = read_state_dict(pt_path)
     config, params = convert_state_dict(state_dict, image_size=image_size)

@@ -23,9 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-from .prompts import PromptSet
-from .streaming import StreamingTracker
-from .video_io import VideoReader, preprocess_frame
+from samv2_jax.app.prompt_files import PromptSet
+from samv2_jax.predictors.streaming import StreamingTracker
+from samv2_jax.io.frames import VideoReader, preprocess_frame
 
 _END = object()
 # How much nicer than the tracker the reader and writer threads run. XLA splits each operation
@@ -92,7 +92,7 @@ class _Writer:
             raise self.error
 
     def _open(self, info, header: dict, fps: float) -> None:
-        from . import outputs
+        from samv2_jax.io import outputs
 
         self._o = outputs
         paths = self.paths

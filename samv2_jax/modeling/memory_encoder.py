@@ -12,9 +12,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .config import SAM2Config
-from .layers import conv1x1, conv2d, gelu, layer_norm, linear
-from .position_encoding import sine_grid
+from samv2_jax.config import SAM2Config
+from samv2_jax.modeling.layers import conv1x1, conv2d, gelu, layer_norm, linear
+from samv2_jax.modeling.position_encoding import sine_grid
 
 _LN_EPS = 1e-6  # LayerNorm2d's eps, also in the fuser blocks
 

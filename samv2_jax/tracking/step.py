@@ -19,17 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import SAM2Config
-from .image_encoder import forward_image
-from .layers import conv2d, linear, mlp
-from .mask_decoder import mask_decoder
-from .mask_postprocess import fill_holes
-from .memory_attention import memory_attention
-from .memory_bank import MemoryBank, MemorySelection, default_policy, streaming_slot, write
-from .memory_encoder import encode_new_memory
-from .position_encoding import sine_grid
-from .prompt_encoder import dense_pe, prompt_encoder
-from .transforms import resize_bilinear
+from samv2_jax.config import SAM2Config
+from samv2_jax.modeling.image_encoder import forward_image
+from samv2_jax.modeling.layers import conv2d, linear, mlp
+from samv2_jax.modeling.mask_decoder import mask_decoder
+from samv2_jax.modeling.mask_postprocess import fill_holes
+from samv2_jax.modeling.memory_attention import memory_attention
+from samv2_jax.tracking.bank import MemoryBank, MemorySelection, default_policy, streaming_slot, write
+from samv2_jax.modeling.memory_encoder import encode_new_memory
+from samv2_jax.modeling.position_encoding import sine_grid
+from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
+from samv2_jax.modeling.transforms import resize_bilinear
 
 NO_OBJ_SCORE = -1024.0  # mask logits of an object judged absent from the frame
 Policy = Callable[..., MemorySelection]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .layers import dot_product_attention, layer_norm, linear, mlp
+from samv2_jax.modeling.layers import dot_product_attention, layer_norm, linear, mlp
 
 _LN_EPS = 1e-5  # the decoder uses torch's default LayerNorm eps
 

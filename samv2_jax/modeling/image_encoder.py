@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .config import NeckConfig, SAM2Config
-from .hiera import hiera
-from .layers import conv1x1
-from .position_encoding import sine_grid
-from .transforms import resize_bilinear
+from samv2_jax.config import NeckConfig, SAM2Config
+from samv2_jax.modeling.hiera import hiera
+from samv2_jax.modeling.layers import conv1x1
+from samv2_jax.modeling.position_encoding import sine_grid
+from samv2_jax.modeling.transforms import resize_bilinear
 
 
 def _upsample_2x(x, mode: str):

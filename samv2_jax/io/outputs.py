@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .overlay_video import OverlayVideoWriter, _write_all
+from samv2_jax.io.overlay_video import OverlayVideoWriter, _write_all
 
 __all__ = [
     "PALETTE",

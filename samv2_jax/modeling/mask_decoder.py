@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .config import MaskDecoderConfig
-from .layers import conv_transpose_2x2, gelu, layer_norm, linear, mlp
-from .two_way_transformer import two_way_transformer
+from samv2_jax.config import MaskDecoderConfig
+from samv2_jax.modeling.layers import conv_transpose_2x2, gelu, layer_norm, linear, mlp
+from samv2_jax.modeling.two_way_transformer import two_way_transformer
 
 _LN2D_EPS = 1e-6
 

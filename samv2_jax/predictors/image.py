@@ -11,13 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compilation_cache import enable_compilation_cache
-from .config import SAM2Config
-from .image_encoder import image_features
-from .mask_decoder import mask_decoder
-from .mask_postprocess import fill_holes_and_remove_sprinkles
-from .prompt_encoder import dense_pe, prompt_encoder
-from .transforms import as_rgb_uint8, postprocess_masks, preprocess_image
+from samv2_jax.app.compilation_cache import enable_compilation_cache
+from samv2_jax.config import SAM2Config
+from samv2_jax.modeling.image_encoder import image_features
+from samv2_jax.modeling.mask_decoder import mask_decoder
+from samv2_jax.modeling.mask_postprocess import fill_holes_and_remove_sprinkles
+from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
+from samv2_jax.modeling.transforms import as_rgb_uint8, postprocess_masks, preprocess_image
 
 VALID_LABELS = (-1, 0, 1, 2, 3)
 

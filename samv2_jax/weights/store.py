@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.params import count_params, flatten, jax_param_shapes, unflatten
+from samv2_jax.weights.layout import count_params, flatten, jax_param_shapes, unflatten
 
 FORMAT_NAME = "samv2-jax"
 FORMAT_VERSION = 1
@@ -137,7 +137,7 @@ def _load_official(path: Path, image_size: int | None) -> Model:
     import jax
 
     try:
-        from convert.checkpoint import convert_state_dict, read_state_dict
+        from samv2_jax.weights.official import convert_state_dict, read_state_dict
     except ImportError as e:
         raise ImportError("reading an official .pt needs the `convert` package of samv2-jax, "
                           f"which could not be imported ({e})") from e

@@ -1,0 +1,1 @@
+"""Files in and out: video frames, label PNGs, COCO RLE, results JSON, overlay video."""

@@ -1,0 +1,1 @@
+"""Memory policies: which memories a frame attends to."""
