@@ -22,14 +22,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Longest first, so that no long file starts last (seconds on a 2-core machine, roughly).
-SLOW_FIRST = ["test_video_predictor.py", "test_streaming.py", "test_cli_track.py",
-              "test_image_predictor.py", "test_tracking.py", "test_memory_bank.py",
-              "test_hiera.py", "test_image_encoder.py", "test_mask_decoder.py"]
+SLOW_FIRST = ["predictors/test_video.py", "predictors/test_streaming.py", "app/test_cli_track.py",
+              "predictors/test_image.py", "tracking/test_step.py", "tracking/test_bank.py",
+              "modeling/test_hiera.py", "modeling/test_image_encoder.py",
+              "modeling/test_mask_decoder.py"]
 
 
 def ordered(files: list[Path]) -> list[Path]:
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    return sorted(files, key=lambda p: (rank.get(p.name, len(rank)), p.name))
+    return sorted(files, key=lambda p: (rank.get(p.relative_to(ROOT / "tests").as_posix(), len(rank)), str(p)))
 
 
 def main(argv=None) -> int:
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("SAMV2_TEST_JOBS", "2")))
     args = ap.parse_args(argv)
     jobs = max(1, args.jobs)
-    files = ordered(sorted((ROOT / "tests").glob("test_*.py")))
+    files = ordered(sorted((ROOT / "tests").rglob("test_*.py")))
     todo: queue.Queue = queue.Queue()
     for f in files:
         todo.put(f)

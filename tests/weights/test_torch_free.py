@@ -115,7 +115,7 @@ def test_load_in_a_process_without_torch(sam_pt):
             f"m = samv2_jax.load({str(sam_pt)!r}); print(m.config.name, m.num_params); "
             "print('torch' in sys.modules and sys.modules['torch'] is not None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=300)
+                         cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == [NAME, "38962754", "False"]
 

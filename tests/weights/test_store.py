@@ -150,7 +150,7 @@ def test_pt_without_torch_says_how_to_fix(sd, tmp_path, monkeypatch):
 def test_torch_is_not_imported_by_the_package():
     code = ("import sys, samv2_jax.weights.store, samv2_jax.weights.layout, samv2_jax.app.cli, samv2_jax.weights.official, convert;"
             "print('torch' in sys.modules)")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=root)
     assert out.stdout.strip() == "False"

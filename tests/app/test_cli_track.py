@@ -22,7 +22,7 @@ from samv2_jax.app.cli import main
 
 NAME = "sam2.1_hiera_tiny"
 SIZE = 64  # model input resolution: small keeps the end-to-end runs quick
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _state_dict_with_visible_objects():

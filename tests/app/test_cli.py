@@ -12,7 +12,7 @@ import official
 from samv2_jax.app.cli import build_parser, main
 
 NAME = "sam2_hiera_tiny"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
