@@ -11,7 +11,7 @@ import pytest
 
 import official
 import video_scripts as vs
-from test_video_predictor import PRESENT, ours_for
+from video_scripts import PRESENT, ours_for
 
 
 def _rss_mb() -> float:

@@ -13,14 +13,11 @@ import pytest
 
 import official
 import video_scripts as vs
+from video_scripts import PRESENT, ours_for
 
 LOGIT_TOL = 1e-3
 IOU_MIN = 0.999
 H, W, T = 150, 211, 12
-
-# Re-drawn weights leave the object score near zero; this shift of the score head's bias
-# makes objects present, so the masks being compared are real ones.
-PRESENT = 3.0
 
 # (model, image size, scripts): every model at a reduced size, one small one at 1024.
 CASES = [
@@ -40,15 +37,6 @@ CASES = [
 def video_dir(tmp_path_factory):
     frames = vs.make_frames(T, H, W)
     return vs.write_jpeg_folder(frames, tmp_path_factory.mktemp("video") / "frames")
-
-
-def ours_for(official_pred, **kwargs):
-    from samv2_jax.weights.official import convert_state_dict
-    from samv2_jax import Model, SAM2VideoPredictor
-
-    sd = {k: v.detach().cpu().numpy() for k, v in official_pred.state_dict().items()}
-    cfg, params = convert_state_dict(sd, image_size=official_pred.image_size)
-    return SAM2VideoPredictor(Model(cfg, params), **kwargs)
 
 
 def compare(ours, theirs, context):

@@ -10,7 +10,7 @@ import pytest
 
 import official
 import video_scripts as vs
-from test_video_predictor import PRESENT, ours_for
+from video_scripts import PRESENT, ours_for
 
 H, W = 72, 96
 
