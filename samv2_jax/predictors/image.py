@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samv2_jax.app.compilation_cache import enable_compilation_cache
 from samv2_jax.config import SAM2Config
 from samv2_jax.modeling.image_encoder import image_features
 from samv2_jax.modeling.mask_decoder import mask_decoder
@@ -90,7 +89,6 @@ class SAM2ImagePredictor:
         self.mask_threshold = float(mask_threshold)
         self.max_hole_area = float(max_hole_area)
         self.max_sprinkle_area = float(max_sprinkle_area)
-        enable_compilation_cache()
         self.reset_predictor()
 
     @property

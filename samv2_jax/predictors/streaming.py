@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.weights.store import Model
-from samv2_jax.app.compilation_cache import enable_compilation_cache
 from samv2_jax.config import SAM2Config
 from samv2_jax.tracking.bank import MemoryBank, default_policy, empty_bank, streaming_slot, write
 from samv2_jax.tracking.step import (decode_frame, encode_frame, encode_prompted_memory,
@@ -57,7 +56,6 @@ class StreamingTracker:
                  non_overlap_masks: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
                  memory_dtype: str = "bfloat16", num_frames: int | None = None,
                  policy=default_policy):
-        enable_compilation_cache()
         cfg = model.config
         mem = dataclasses.replace(
             cfg.memory, binarize_mask_from_pts_for_mem_enc=binarize_mask_from_pts_for_mem_enc)

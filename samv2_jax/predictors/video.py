@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.weights.store import Model
-from samv2_jax.app.compilation_cache import enable_compilation_cache
 from samv2_jax.config import SAM2Config
 from samv2_jax.tracking.bank import MemoryBank, empty_bank, forget, write
 from samv2_jax.tracking.step import (NO_OBJ_SCORE, decode_frame, encode_frame, encode_prompted_memory,
@@ -107,7 +106,6 @@ class SAM2VideoPredictor:
                  add_all_frames_to_correct_as_cond: bool = False,
                  binarize_mask_from_pts_for_mem_enc: bool = True,
                  memory_dtype: str = "bfloat16"):
-        enable_compilation_cache()
         cfg = model.config
         mem = dataclasses.replace(
             cfg.memory, binarize_mask_from_pts_for_mem_enc=binarize_mask_from_pts_for_mem_enc)

@@ -304,6 +304,26 @@ def test_segment_writes_the_predictor_masks(checkpoint, tmp_path, capsys):
     _fails_cleanly(capsys, argv[:2] + ["--out", str(out)], "--point")
 
 
+@pytest.mark.parametrize("flag", [False, True], ids=["default", "no-compile-cache"])
+def test_compile_cache_flag_decides_for_the_whole_run(flag, checkpoint, tmp_path):
+    """Only the command turns JAX's persistent cache on; `--no-compile-cache` keeps it off
+    (the predictors used to switch it on behind the flag's back)."""
+    Image.fromarray(sample_image(40, 56)).save(tmp_path / "photo.jpg")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    argv = [sys.executable, "-m", "samv2_jax.app.cli", "segment", str(tmp_path / "photo.jpg"),
+            "--point", "20,20", "--out", str(tmp_path / "m.png"), "--model", str(checkpoint[1]),
+            "--image-size", str(SIZE)] + (["--no-compile-cache"] if flag else [])
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "m.png").is_file()
+    xla = tmp_path / "cache" / "samv2_jax" / "xla"
+    if flag:
+        assert not xla.exists()
+    else:
+        assert xla.is_dir() and any(xla.iterdir())
+
+
 def _as_from_a_terminal():
     # A shell's background job (as CI may run us) inherits SIGINT ignored, and Python then
     # keeps it ignored; a command typed at a terminal gets the default, which Ctrl-C needs.
