@@ -136,14 +136,14 @@ def main(argv=None):
     # Image encoding alone (preprocessed input in, features out), both sides.
     import jax.numpy as jnp
 
-    from samv2_jax.predictors.image import encode_images
+    from samv2_jax.modeling.image_encoder import encode_image
 
     x = np.random.default_rng(0).normal(size=(1, args.image_size, args.image_size, 3))
     x = x.astype(np.float32)
     xj, xt = jnp.asarray(x), torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    jax.block_until_ready(encode_images(model.params, model.config, xj))
+    jax.block_until_ready(encode_image(model.params, model.config, xj))
     t_enc_ours = _median_time(
-        lambda: jax.block_until_ready(encode_images(model.params, model.config, xj)),
+        lambda: jax.block_until_ready(encode_image(model.params, model.config, xj)),
         args.repeats)
     with torch.inference_mode():
         torch_model.forward_image(xt)

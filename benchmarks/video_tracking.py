@@ -332,8 +332,9 @@ def track_ours(pred, state, hw, num_obj, last_frame, measured, raw_frames):
     import jax.numpy as jnp
 
     from samv2_jax.modeling.mask_postprocess import fill_holes
-    from samv2_jax.tracking.step import encode_frame, track_image_step_inplace
-    from samv2_jax.predictors.video import _to_video_res
+    from samv2_jax.modeling.image_encoder import encode_image
+    from samv2_jax.modeling.mask_postprocess import to_video_res
+    from samv2_jax.tracking.step import track_image_step_inplace
 
     pred.reset_state(state)
     for i, pts in enumerate(_clicks(hw, num_obj)):
@@ -353,7 +354,7 @@ def track_ours(pred, state, hw, num_obj, last_frame, measured, raw_frames):
     # The raw step, as propagate calls it, on the measured frames again (the bank is full).
     o, n = num_obj, state["num_frames"]
     common = dict(reverse=False, num_frames=n, max_cond=pred._num_cond(state, range(o)),
-                  fill_hole_area=pred.fill_hole_area, memory_dtype=pred.memory_dtype)
+                  fill_hole_area=pred.fill_hole_area)
     images = {f: jax.block_until_ready(jnp.asarray(state["images"][f])[None])
               for f in raw_frames}
     bank = state["bank"]
@@ -387,12 +388,12 @@ def track_ours(pred, state, hw, num_obj, last_frame, measured, raw_frames):
         lambda: jax.block_until_ready(jnp.asarray(state["images"][f])[None]))
     pred_masks = step["pred_masks"]
     pieces["masks to video size + to host"] = best(
-        lambda: np.asarray(_to_video_res(pred_masks, hw, False)))
+        lambda: np.asarray(to_video_res(pred_masks, hw, False)))
     if pred.fill_hole_area > 0:
         pieces["hole filling (in the step)"] = best(
             lambda: jax.block_until_ready(fill_holes(pred_masks, pred.fill_hole_area)))
     pieces["image encoding (in the step)"] = best(
-        lambda: jax.block_until_ready(encode_frame(pred.params, pred.cfg, images[f])), 2)
+        lambda: jax.block_until_ready(encode_image(pred.params, pred.cfg, images[f])), 2)
     return {"propagate": times, "present": present, "raw_step": raw, "pieces": pieces,
             "propagate_compiles": prop_compiles, "raw_step_compiles": raw_compiles}
 

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from samv2_jax.modeling.transforms import IMAGENET_MEAN, IMAGENET_STD, as_rgb_uint8
+from samv2_jax.modeling.transforms import IMAGENET_MEAN, IMAGENET_STD
+from samv2_jax.predictors.inputs import as_rgb_uint8
 
 __all__ = [
     "VideoInfo",

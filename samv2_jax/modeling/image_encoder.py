@@ -1,11 +1,14 @@
 """Image encoder: Hiera trunk + FPN neck, and the image features the SAM heads consume.
 
-`forward_image` mirrors the official backbone output (features and sine position encodings per
-level, finest first); `image_features` is what the image predictor keeps per image.
+`encode_image` is the one way an image (or a video frame) becomes features, for the image
+predictor, the tracker and training alike.
 """
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 
 from samv2_jax.config import NeckConfig, SAM2Config
@@ -50,30 +53,34 @@ def fpn_neck(p, cfg: NeckConfig, stage_outputs):
     return features, pos
 
 
-def forward_image(params, cfg: SAM2Config, images):
-    """images [B, S, S, 3] -> dict like the official `forward_image` (channels-last).
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def encode_image(params, cfg: SAM2Config, images):
+    """Preprocessed images [B, S, S, 3] -> the features every SAM head reads.
 
-    `backbone_fpn` holds the finest levels already projected by the decoder's conv_s0/conv_s1,
-    as the official model does, and the base (stride-16) level last.
+    Official counterpart: `SAM2Base.forward_image` followed by `_prepare_backbone_features`.
+    Returns
+      image_embed     [B, E, E, C]  the stride-16 map (E = S / 16), no memory added yet;
+      image_pos       [B, E, E, C]  its sine position encoding (memory attention uses it);
+      high_res_feats  (stride 4, stride 8) maps already projected by the decoder's
+                      conv_s0 / conv_s1, as the official model does.
     """
     enc = params["image_encoder"]
     # Compute in the params' dtype: bfloat16 params give a bfloat16 model (--dtype bfloat16).
     images = images.astype(enc["trunk"]["patch_embed"]["proj"]["weight"].dtype)
     stages = hiera(enc["trunk"], cfg.trunk, images)
     features, pos = fpn_neck(enc["neck"], cfg.neck, stages)
+    high_res = tuple(features[:-1])
     if cfg.decoder.use_high_res_features:
         dec = params["sam_mask_decoder"]
-        features = list(features)
-        features[0] = conv1x1(dec["conv_s0"], features[0])
-        features[1] = conv1x1(dec["conv_s1"], features[1])
-    return {"vision_features": features[-1], "vision_pos_enc": pos, "backbone_fpn": features}
+        high_res = (conv1x1(dec["conv_s0"], high_res[0]), conv1x1(dec["conv_s1"], high_res[1]))
+    return {"image_embed": features[-1], "image_pos": pos[-1], "high_res_feats": high_res}
 
 
-def image_features(params, cfg: SAM2Config, images):
-    """What a predictor stores per image: the stride-16 embedding (with the "no memory"
-    embedding added, as for a frame without memory) and the two high-resolution maps."""
-    out = forward_image(params, cfg, images)
-    embed = out["backbone_fpn"][-1]
-    if cfg.memory.directly_add_no_mem_embed:
-        embed = embed + params["no_mem_embed"].reshape(-1).astype(embed.dtype)
-    return {"image_embed": embed, "high_res_feats": tuple(out["backbone_fpn"][:-1])}
+def no_memory_features(params, cfg: SAM2Config, image_embed):
+    """The stride-16 map of a frame decoded without memory: the learned "no memory" embedding
+    added (official: the no-memory branch of `_prepare_memory_conditioned_features`, and the
+    image predictor's `directly_add_no_mem_embed`)."""
+    if not cfg.memory.directly_add_no_mem_embed:
+        raise NotImplementedError("only directly_add_no_mem_embed=True (every official model) "
+                                  "is supported")
+    return image_embed + params["no_mem_embed"].reshape(-1).astype(image_embed.dtype)

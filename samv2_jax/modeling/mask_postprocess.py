@@ -1,5 +1,6 @@
 """Mask post-processing in pure JAX: 8-connected component labelling and the
-hole-filling / sprinkle-removal steps SAM 2 applies to low-resolution mask logits.
+hole-filling / sprinkle-removal steps SAM 2 applies to low-resolution mask logits, and the
+non-overlap constraint and upsampling of the video predictor's outputs.
 Everything here traces under jax.jit and runs on any backend without host callbacks.
 """
 
@@ -12,7 +13,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["connected_components", "fill_holes_and_remove_sprinkles", "fill_holes"]
+from samv2_jax.modeling.transforms import resize_bilinear
+
+__all__ = ["connected_components", "fill_holes_and_remove_sprinkles", "fill_holes",
+           "apply_non_overlapping_constraints", "to_video_res"]
 
 # Pointer-jumping rounds per outer iteration: each one halves tree depth, so a few
 # are enough to flatten what one hooking round can deepen.
@@ -150,3 +154,29 @@ def fill_holes(mask_logits: jax.Array, max_area: float) -> jax.Array:
         mask_logits = mask_logits.astype(jnp.float32)
     hole = _small_components(mask_logits <= 0, max_area)
     return jnp.where(hole, jnp.asarray(0.1, mask_logits.dtype), mask_logits)
+
+
+# Where non-overlapping masks push the pixels an object loses (official: clamp to -10).
+_LOSER_MAX_LOGIT = -10.0
+
+
+def apply_non_overlapping_constraints(masks):
+    """[O, 1, H, W] logits: each pixel kept for the highest-scoring object, the others drop to
+    at most -10 (official `SAM2Base._apply_non_overlapping_constraints`)."""
+    if masks.shape[0] == 1:
+        return masks
+    winner = jnp.argmax(masks, axis=0, keepdims=True)
+    keep = winner == jnp.arange(masks.shape[0]).reshape(-1, 1, 1, 1)
+    return jnp.where(keep, masks, jnp.minimum(masks, _LOSER_MAX_LOGIT))
+
+
+@functools.partial(jax.jit, static_argnames=("video_hw", "non_overlap"))
+def to_video_res(pred_masks, video_hw: tuple[int, int], non_overlap: bool):
+    """[O, 1, h, w] logits -> [O, 1, H, W] at the video's size, bilinearly (and one object
+    per pixel with `non_overlap`), as the official predictor returns them."""
+    masks = pred_masks
+    if masks.shape[-2:] != video_hw:
+        masks = resize_bilinear(masks[:, 0, :, :, None], video_hw)[..., 0][:, None]
+    if non_overlap:
+        masks = apply_non_overlapping_constraints(masks)
+    return masks

@@ -7,6 +7,7 @@ features, mixed by ConvNeXt-style blocks and projected to mem_dim.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 from samv2_jax.config import SAM2Config
 from samv2_jax.modeling.layers import conv1x1, conv2d, gelu, layer_norm, linear
 from samv2_jax.modeling.position_encoding import sine_grid
+from samv2_jax.modeling.transforms import resize_bilinear
 
 _LN_EPS = 1e-6  # LayerNorm2d's eps, also in the fuser blocks
 
@@ -91,19 +93,30 @@ def mask_for_memory(cfg: SAM2Config, high_res_masks, is_mask_from_pts):
     return probs
 
 
-def encode_new_memory(params, cfg: SAM2Config, pix_feat, high_res_masks, object_score_logits,
-                      is_mask_from_pts):
-    """A new memory of the current frame from its prediction.
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def encode_memory(params, cfg: SAM2Config, image_embed, masks, object_score_logits,
+                  is_mask_from_pts):
+    """A frame's new memory, per object, from its predicted masks.
 
-    pix_feat [B, E, E, C] raw stride-16 features; high_res_masks [B, S, S] logits at
-    image_size; object_score_logits [B, 1]; is_mask_from_pts [B] bool (per object, may be
-    traced). With SAM 2.1's no-object embedding, frames predicted without the object get it
-    added to every position of their memory. Returns (maskmem_features, maskmem_pos_enc).
+    Official counterpart: `SAM2Base._encode_new_memory` (and, for masks given at low
+    resolution, the video predictor's `_run_memory_encoder`, which first brings them to the
+    input size bilinearly).
+    image_embed [1 or O, E, E, C] the frame's raw stride-16 map (shared by all objects);
+    masks [O, h, w] logits, at the input size or below it; object_score_logits [O, 1];
+    is_mask_from_pts [O] or scalar bool (may be traced). With SAM 2.1's no-object embedding,
+    objects judged absent get it added to every position of their memory.
+    Returns {"maskmem_features", "maskmem_pos_enc"}, both [O, E, E, mem_dim].
     """
-    masks = mask_for_memory(cfg, high_res_masks, is_mask_from_pts)
-    features, pos = memory_encoder(params["memory_encoder"], cfg, pix_feat, masks)
+    o = masks.shape[0]
+    s = cfg.image_size
+    if masks.shape[-2:] != (s, s):
+        masks = resize_bilinear(masks[..., None].astype(jnp.float32), (s, s))[..., 0]
+    pix_feat = jnp.broadcast_to(image_embed, (o, *image_embed.shape[1:]))
+    from_pts = jnp.broadcast_to(jnp.asarray(is_mask_from_pts, bool), (o,))
+    features, pos = memory_encoder(params["memory_encoder"], cfg, pix_feat,
+                                   mask_for_memory(cfg, masks, from_pts))
     if cfg.memory.no_obj_embed_spatial:
         absent = (object_score_logits.reshape(-1) <= 0).astype(features.dtype)
         embed = params["no_obj_embed_spatial"].reshape(-1).astype(features.dtype)
         features = features + absent[:, None, None, None] * embed
-    return features, pos
+    return {"maskmem_features": features, "maskmem_pos_enc": pos}

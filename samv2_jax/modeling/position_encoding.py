@@ -50,3 +50,13 @@ def random_fourier_grid(gaussian_matrix, h: int, w: int):
     xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
     coords = jnp.stack(jnp.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
     return random_fourier_encode(gaussian_matrix, coords)
+
+
+def sine_1d(pos, dim: int, temperature: float = 10000.0):
+    """1-D sine encoding of (possibly traced) positions [...] -> [..., dim]: sines then cosines
+    (official `get_1d_sine_pe`, the object pointers' temporal encoding)."""
+    half = dim // 2
+    k = np.arange(half, dtype=np.float32)
+    freq = jnp.asarray(temperature ** (2 * (k // 2) / half), jnp.float32)
+    x = pos[..., None] / freq
+    return jnp.concatenate([jnp.sin(x), jnp.cos(x)], axis=-1)

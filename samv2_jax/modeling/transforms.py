@@ -7,7 +7,6 @@ static shapes, reproducing torch's float arithmetic, then applied with gathers o
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Sequence
 
 import jax
@@ -29,8 +28,6 @@ __all__ = [
     "resize_bilinear",
     "resize_bicubic",
     "preprocess_image",
-    "as_rgb_uint8",
-    "transform_coords",
     "postprocess_masks",
 ]
 
@@ -221,103 +218,13 @@ def preprocess_image(image, image_size: int) -> jax.Array:
         )
     if image.dtype != jnp.uint8:
         raise TypeError(
-            f"expected a uint8 image, got dtype {image.dtype}; see as_rgb_uint8 to convert"
+            f"expected a uint8 image, got dtype {image.dtype}; see samv2_jax.predictors.inputs.as_rgb_uint8 to convert"
         )
     x = image.astype(jnp.float32) / jnp.float32(255)
     x = resize_bilinear(x, (image_size, image_size), antialias=True)
     mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
     std = jnp.asarray(IMAGENET_STD, jnp.float32)
     return (x - mean) / std
-
-
-def _pil_to_rgb(img) -> np.ndarray:
-    mode = img.mode
-    if mode.startswith("I;16"):
-        # PIL would clip 16-bit values at 255 (a nearly white image); map the full range.
-        a = np.asarray(img).astype(np.uint32)
-        gray = ((a * 255 + 32767) // 65535).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img)
-
-
-def as_rgb_uint8(image) -> np.ndarray:
-    """Validate an input image on the host and return it as a uint8 numpy array [H, W, 3].
-
-    Accepts HxWx3 uint8 (returned unchanged), a PIL image of any mode (converted to RGB;
-    16-bit grayscale is rescaled to 0..255 rather than clipped), uint8 grayscale HxW or
-    HxWx1 (replicated to 3 channels) and uint8 RGBA HxWx4 (alpha dropped).
-    """
-    try:
-        from PIL import Image as _PILImage
-    except ImportError:  # pillow is optional for numpy-only callers
-        _PILImage = None
-
-    if _PILImage is not None and isinstance(image, _PILImage.Image):
-        if image.width == 0 or image.height == 0:
-            raise ValueError(f"image is empty (size {image.size}); pass a non-empty image")
-        return _pil_to_rgb(image)
-
-    if isinstance(image, (str, bytes, os.PathLike)):
-        raise TypeError(
-            f"got a path-like {type(image).__name__} ({image!r}), not an image; load it "
-            "first, e.g. np.asarray(PIL.Image.open(path).convert('RGB'))"
-        )
-    if isinstance(image, jax.Array):
-        image = np.asarray(image)
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"expected a numpy array [H, W, 3] (uint8 RGB) or a PIL.Image, got "
-            f"{type(image).__name__}; load or convert it first, e.g. with PIL.Image.open"
-        )
-    if image.dtype != np.uint8:
-        raise TypeError(
-            f"expected dtype uint8, got {image.dtype}; convert to uint8 RGB in [0, 255] "
-            "first (e.g. (img * 255).round().astype(np.uint8) for floats in [0, 1])"
-        )
-    if image.ndim not in (2, 3):
-        raise ValueError(
-            f"expected an HWC image [H, W, 3] (or grayscale [H, W]), got {image.ndim} dims "
-            f"with shape {image.shape}; pass one image at a time"
-        )
-    if image.size == 0:
-        raise ValueError(f"image is empty (shape {image.shape}); pass a non-empty image")
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    c = image.shape[2]
-    if c == 3:
-        return image
-    if c == 1:
-        return np.repeat(image, 3, axis=2)
-    if c == 4:
-        return np.ascontiguousarray(image[:, :, :3])
-    hint = ""
-    if image.shape[0] in (1, 3, 4):
-        hint = " It looks channels-first (CHW); transpose to HWC with img.transpose(1, 2, 0)."
-    raise ValueError(
-        f"expected an HWC image with 1, 3 or 4 channels in the last axis, got shape "
-        f"{image.shape} ({c} channels).{hint}"
-    )
-
-
-def transform_coords(coords, orig_hw: Sequence[int], image_size: int, normalize: bool = True):
-    """Map (x, y) points [..., 2] to the model's input frame [0, image_size].
-
-    With `normalize`, coords are pixel positions in the original image (divided by its
-    width/height first); otherwise they are already in [0, 1].
-    """
-    is_jax = isinstance(coords, jax.Array)
-    xp = jnp if is_jax else np
-    coords = xp.asarray(coords)
-    if not xp.issubdtype(coords.dtype, xp.floating):
-        coords = coords.astype(xp.float32)
-    if coords.shape[-1:] != (2,):
-        raise ValueError(f"coords must have a trailing axis of size 2, got {coords.shape}")
-    if normalize:
-        h, w = orig_hw
-        coords = xp.stack([coords[..., 0] / w, coords[..., 1] / h], axis=-1)
-    return coords * image_size
 
 
 def postprocess_masks(mask_logits, orig_hw: Sequence[int]) -> jax.Array:

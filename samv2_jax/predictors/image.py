@@ -1,4 +1,4 @@
-"""Image segmentation: a functional core (`encode_images`, `decode_prompts`, `postprocess`)
+"""Image segmentation: a functional core (`encode_image`, `decode_prompts`, `postprocess`)
 and `SAM2ImagePredictor`, the official class's API (same methods, arguments, numpy outputs)
 as thin host-side bookkeeping over that core."""
 
@@ -12,14 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.modeling.image_encoder import image_features
+from samv2_jax.modeling.image_encoder import encode_image, no_memory_features
 from samv2_jax.modeling.mask_decoder import mask_decoder
 from samv2_jax.modeling.mask_postprocess import fill_holes_and_remove_sprinkles
 from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
-from samv2_jax.modeling.transforms import as_rgb_uint8, postprocess_masks, preprocess_image
-
-VALID_LABELS = (-1, 0, 1, 2, 3)
-
+from samv2_jax.modeling.transforms import postprocess_masks, preprocess_image
+from samv2_jax.predictors.inputs import as_rgb_uint8, check_labels, transform_coords
 
 # --- functional core ------------------------------------------------------------------------
 
@@ -29,30 +27,26 @@ def _preprocess(image_uint8, image_size: int):
     return preprocess_image(image_uint8, image_size)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def encode_images(params, cfg: SAM2Config, images):
-    """images [B, S, S, 3] (preprocessed) -> {"image_embed", "high_res_feats"}."""
-    return image_features(params, cfg, images)
+@functools.partial(jax.jit, static_argnames=("cfg", "multimask_output", "training"))
+def decode_prompts(params, cfg: SAM2Config, feats, coords, labels, mask_input=None, *,
+                   multimask_output: bool = True, training: bool = False):
+    """Prompts for one image -> (low-res mask logits [B, M, 4E, 4E], IoU predictions [B, M]).
 
-
-def _decode(params, cfg: SAM2Config, image_embed, high_res_feats, coords, labels, mask_input,
-            multimask_output: bool, training: bool = False):
+    Official counterpart: `SAM2ImagePredictor._predict` up to its post-processing.
+    feats: one image's `encode_image` output (batch 1). coords [B, N, 2] in model-input pixels
+    (box corners first, labels 2 and 3), labels [B, N], or both None; mask_input
+    [B or 1, 4E, 4E] logits or None.
+    """
+    pe = params["sam_prompt_encoder"]
     sparse, dense = prompt_encoder(
-        params["sam_prompt_encoder"], cfg,
-        points=None if coords is None else (coords, labels), boxes=None, masks=mask_input)
+        pe, cfg, points=None if coords is None else (coords, labels), boxes=None,
+        masks=mask_input)
     masks, ious, _, _ = mask_decoder(
-        params["sam_mask_decoder"], cfg.decoder, image_embed,
-        dense_pe(params["sam_prompt_encoder"], cfg), sparse, dense,
-        multimask_output=multimask_output, high_res_features=high_res_feats, training=training)
+        params["sam_mask_decoder"], cfg.decoder,
+        no_memory_features(params, cfg, feats["image_embed"]), dense_pe(pe, cfg), sparse, dense,
+        multimask_output=multimask_output, high_res_features=feats["high_res_feats"],
+        training=training)
     return masks, ious
-
-
-decode_prompts = jax.jit(_decode, static_argnames=("cfg", "multimask_output", "training"))
-decode_prompts.__doc__ = """Prompts for one image -> (low-res mask logits [B, M, 4E, 4E], IoU predictions [B, M]).
-
-coords [B, N, 2] in model-input pixels (box corners first, labels 2 and 3), labels [B, N],
-mask_input [B or 1, 4E, 4E] logits or None. image_embed [1, E, E, C] and high_res_feats are
-one image's entries from `encode_images`."""
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -106,7 +100,7 @@ class SAM2ImagePredictor:
     def _embed(self, images: Sequence[np.ndarray]) -> None:
         size = self.config.image_size
         batch = jnp.stack([_preprocess(jnp.asarray(im), size) for im in images])
-        self._features = encode_images(self.model.params, self.config, batch)
+        self._features = encode_image(self.model.params, self.config, batch)
         self._is_image_set = True
 
     def set_image(self, image) -> None:
@@ -129,7 +123,8 @@ class SAM2ImagePredictor:
     def get_image_embedding(self) -> np.ndarray:
         """The stride-16 embedding, [B, C, E, E] like the official (channels first)."""
         self._require_image("to get an embedding")
-        return np.asarray(self._features["image_embed"]).transpose(0, 3, 1, 2)
+        embed = no_memory_features(self.model.params, self.config, self._features["image_embed"])
+        return np.asarray(embed).transpose(0, 3, 1, 2)
 
     # -- prompts --
 
@@ -179,10 +174,10 @@ class SAM2ImagePredictor:
             raise ValueError(f"mask_input has {mask.shape[0]} masks for {coords.shape[0]} "
                              "prompt sets; give one mask, or one per prompt set")
         feats = self._features
-        embed = feats["image_embed"][img_idx:img_idx + 1]
-        high_res = tuple(f[img_idx:img_idx + 1] for f in feats["high_res_feats"])
+        if self._is_batch:
+            feats = jax.tree.map(lambda f: f[img_idx:img_idx + 1], feats)
         low_res, ious = decode_prompts(
-            self.model.params, cfg, embed, high_res,
+            self.model.params, cfg, feats,
             None if coords is None else jnp.asarray(coords),
             None if labels is None else jnp.asarray(labels),
             None if mask is None else jnp.asarray(mask),
@@ -209,24 +204,18 @@ def _prepare_prompts(point_coords, point_labels, box, orig_hw, image_size, norma
         if labels.shape != coords.shape[:-1]:
             raise ValueError(f"point_labels must have one label per point: got {labels.shape} "
                              f"labels for points of shape {coords.shape}")
-        if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.equal(np.mod(labels, 1), 0)):
-                raise ValueError("point_labels must be integers (-1, 0, 1, 2 or 3)")
+        check_labels(labels)
         labels = labels.astype(np.int32)
-        bad = sorted(set(np.unique(labels).tolist()) - set(VALID_LABELS))
-        if bad:
-            raise ValueError(f"unknown point labels {bad}: use 1 (foreground), 0 (background), "
-                             "2/3 (box corners) or -1 (padding)")
         if coords.ndim == 2:
             coords, labels = coords[None], labels[None]
-        coords = _to_model_pixels(coords, orig_hw, image_size, normalize_coords)
+        coords = transform_coords(coords, orig_hw, image_size, normalize_coords)
     elif point_labels is not None:
         raise ValueError("point_labels were given without point_coords")
     if box is not None:
         box = np.asarray(box, dtype=np.float32)
         if box.shape[-1] != 4 or box.ndim not in (1, 2):
             raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) or Bx4, got shape {box.shape}")
-        corners = _to_model_pixels(box.reshape(-1, 2, 2), orig_hw, image_size, normalize_coords)
+        corners = transform_coords(box.reshape(-1, 2, 2), orig_hw, image_size, normalize_coords)
         corner_labels = np.tile(np.array([[2, 3]], np.int32), (corners.shape[0], 1))
         if coords is None:
             coords, labels = corners, corner_labels
@@ -237,17 +226,6 @@ def _prepare_prompts(point_coords, point_labels, box, orig_hw, image_size, norma
             coords = np.concatenate([corners, coords], axis=1)
             labels = np.concatenate([corner_labels, labels], axis=1)
     return coords, labels
-
-
-def _to_model_pixels(coords, orig_hw, image_size, normalize):
-    if not np.all(np.isfinite(coords)):
-        raise ValueError("prompt coordinates contain NaN or infinity")
-    coords = coords.astype(np.float32).copy()
-    if normalize:
-        h, w = orig_hw
-        coords[..., 0] = coords[..., 0] / w
-        coords[..., 1] = coords[..., 1] / h
-    return coords * image_size
 
 
 def _prepare_mask_input(mask_input, size):

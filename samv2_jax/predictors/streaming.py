@@ -16,13 +16,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samv2_jax.weights.store import Model
 from samv2_jax.config import SAM2Config
-from samv2_jax.tracking.bank import MemoryBank, default_policy, empty_bank, streaming_slot, write
-from samv2_jax.tracking.step import (decode_frame, encode_frame, encode_prompted_memory,
-                       track_image_step_inplace, track_step_inplace, use_multimask)
-from samv2_jax.io.frames import preprocess_frame
-from samv2_jax.predictors.video import _as_points, _to_video_res, mask_prompt_to_input
+from samv2_jax.modeling.image_encoder import encode_image
+from samv2_jax.modeling.mask_postprocess import to_video_res
+from samv2_jax.modeling.memory_encoder import encode_memory
+from samv2_jax.predictors.inputs import as_points, mask_prompt_to_input, with_box
+from samv2_jax.tracking.bank import (MemoryBank, append_objects, demote_prompted, empty_bank,
+                                     streaming_slot, take_objects, write_object)
+from samv2_jax.tracking.policies import MemoryPolicy, OfficialPolicy
+from samv2_jax.tracking.step import (NO_OBJ_SCORE, decode_frame, track_image_step_inplace,
+                                     track_step_inplace, use_multimask)
+from samv2_jax.weights.store import Model
 
 _UNBOUNDED = 2**30
 
@@ -55,7 +59,7 @@ class StreamingTracker:
     def __init__(self, model: Model, max_prompt_frames: int = 4, fill_hole_area: int = 8,
                  non_overlap_masks: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
                  memory_dtype: str = "bfloat16", num_frames: int | None = None,
-                 policy=default_policy):
+                 policy: MemoryPolicy = OfficialPolicy()):
         cfg = model.config
         mem = dataclasses.replace(
             cfg.memory, binarize_mask_from_pts_for_mem_enc=binarize_mask_from_pts_for_mem_enc)
@@ -63,6 +67,9 @@ class StreamingTracker:
         self.params = model.params
         if max_prompt_frames < 1:
             raise ValueError(f"max_prompt_frames must be >= 1, got {max_prompt_frames}")
+        if not isinstance(policy, MemoryPolicy):
+            raise TypeError(f"policy must be a memory policy (a frozen dataclass with a select "
+                            f"method, e.g. OfficialPolicy()), got {type(policy).__name__}")
         self.max_prompt_frames = int(max_prompt_frames)
         self.fill_hole_area = int(fill_hole_area)
         self.non_overlap_masks = bool(non_overlap_masks)
@@ -86,20 +93,16 @@ class StreamingTracker:
         if obj_id not in self.obj_ids:
             raise KeyError(f"unknown object id {obj_id!r}; known ids: {self.obj_ids}")
         i = self.obj_ids.index(obj_id)
-        keep = jnp.asarray([j for j in range(len(self.obj_ids)) if j != i], jnp.int32)
+        keep = [j for j in range(len(self.obj_ids)) if j != i]
         self.obj_ids.pop(i)
         self._prompted.pop(i)
-        self.bank = jax.tree.map(lambda x: x[keep], self.bank) if self.obj_ids else None
+        self.bank = take_objects(self.bank, keep) if self.obj_ids else None
 
     def _add_object(self, obj_id):
-        row = empty_bank(self.cfg, 1, self.capacity, self.memory_dtype)
-        self.bank = row if self.bank is None else jax.tree.map(
-            lambda a, b: jnp.concatenate([a, b], 0), self.bank, row)
+        self.bank = append_objects(self.bank,
+                                   empty_bank(self.cfg, 1, self.capacity, self.memory_dtype))
         self.obj_ids.append(obj_id)
         self._prompted.append([])
-
-    def _row(self, i) -> MemoryBank:
-        return jax.tree.map(lambda x: x[i:i + 1], self.bank)
 
     def track(self, frame, prompts: Mapping[Any, Prompt] | None = None, *,
               image=None) -> FrameResult:
@@ -115,56 +118,64 @@ class StreamingTracker:
             raise ValueError(f"a frame must be an HWC image array, got shape {rgb.shape}")
         h, w = rgb.shape[:2]
         f = self.frame_idx
-        if image is None:
-            image = preprocess_frame(rgb, self.cfg.image_size)
-        s = self.cfg.image_size
-        if np.shape(image) != (s, s, 3):
-            raise ValueError(f"a preprocessed image must be [{s}, {s}, 3], got {np.shape(image)}")
-        image = jnp.asarray(image)[None]
+        image = self._model_input(rgb, image)
         # Frames with prompts need the features twice (prompt decoding and tracking);
         # the others encode and track in one program.
-        feats = encode_frame(self.params, self.cfg, image) if prompts else None
+        feats = encode_image(self.params, self.cfg, image) if prompts else None
         for obj_id in prompts:
             if obj_id not in self.obj_ids:
                 self._add_object(obj_id)
         if not self.obj_ids:
             self.frame_idx += 1
             return FrameResult(f, [], np.zeros((0, 1, h, w), np.float32), np.zeros((0,)))
-        o = len(self.obj_ids)
         prompted = np.array([oid in prompts for oid in self.obj_ids])
-        pred = [None] * o
-        scores = [None] * o
-
-        tracked_any = any(not p for p in prompted) and any(len(p) for p in self._prompted)
-        if tracked_any:
-            has_memory = np.array([len(p) > 0 for p in self._prompted])
-            write_mask = ~prompted & has_memory
-            options = dict(num_frames=self.num_frames, max_cond=self.max_prompt_frames,
-                           fill_hole_area=self.fill_hole_area, memory_dtype=self.memory_dtype,
-                           policy=self.policy)
-            if feats is None:
-                step, self.bank = track_image_step_inplace(
-                    self.params, self.cfg, self.bank, image, f, None, jnp.asarray(write_mask),
-                    **options)
-            else:
-                step, self.bank = track_step_inplace(
-                    self.params, self.cfg, self.bank, feats, f, None, jnp.asarray(write_mask),
-                    **options)
-            for i in np.flatnonzero(write_mask):
-                pred[i] = step["pred_masks"][i:i + 1]
-                scores[i] = step["object_score_logits"][i:i + 1]
-
+        pred, scores = self._from_memory(f, image, feats, prompted)
         for i, obj_id in enumerate(self.obj_ids):
             if prompted[i]:
                 pred[i], scores[i] = self._prompted_frame(i, prompts[obj_id], feats, f, (h, w))
             elif pred[i] is None:  # an object with no prompt yet
                 low = self.cfg.low_res_mask_size
-                pred[i] = jnp.full((1, 1, low, low), -1024.0)
-                scores[i] = jnp.full((1, 1), -1024.0)
+                pred[i] = jnp.full((1, 1, low, low), NO_OBJ_SCORE)
+                scores[i] = jnp.full((1, 1), NO_OBJ_SCORE)
         self.frame_idx += 1
-        masks = _to_video_res(jnp.concatenate(pred), (h, w), self.non_overlap_masks)
+        masks = to_video_res(jnp.concatenate(pred), (h, w), self.non_overlap_masks)
         return FrameResult(f, list(self.obj_ids), np.asarray(masks),
                            np.asarray(jnp.concatenate(scores)).reshape(-1))
+
+    def _model_input(self, rgb, image):
+        """The frame as the model's input [1, S, S, 3] (preprocessed here unless given)."""
+        s = self.cfg.image_size
+        if image is None:
+            from samv2_jax.io.frames import preprocess_frame  # PIL only when needed
+
+            image = preprocess_frame(rgb, s)
+        if np.shape(image) != (s, s, 3):
+            raise ValueError(f"a preprocessed image must be [{s}, {s}, 3], got {np.shape(image)}")
+        return jnp.asarray(image)[None]
+
+    def _from_memory(self, f, image, feats, prompted):
+        """Masks and scores of the objects tracked from memory on this frame (None for the
+        prompted ones and for objects with nothing to track from yet)."""
+        o = len(self.obj_ids)
+        pred, scores = [None] * o, [None] * o
+        has_memory = np.array([len(p) > 0 for p in self._prompted])
+        write_mask = ~prompted & has_memory
+        if not write_mask.any():
+            return pred, scores
+        options = dict(num_frames=self.num_frames, max_cond=self.max_prompt_frames,
+                       fill_hole_area=self.fill_hole_area, policy=self.policy)
+        if feats is None:
+            step, self.bank = track_image_step_inplace(
+                self.params, self.cfg, self.bank, image, f, None, jnp.asarray(write_mask),
+                **options)
+        else:
+            step, self.bank = track_step_inplace(
+                self.params, self.cfg, self.bank, feats, f, None, jnp.asarray(write_mask),
+                **options)
+        for i in np.flatnonzero(write_mask):
+            pred[i] = step["pred_masks"][i:i + 1]
+            scores[i] = step["object_score_logits"][i:i + 1]
+        return pred, scores
 
     def _prompted_frame(self, i, prompt: Prompt, feats, f, hw):
         """Decode one object's prompts on this frame and store the result as a prompted
@@ -176,41 +187,29 @@ class StreamingTracker:
         common = dict(reverse=False, num_frames=self.num_frames, init_cond=init_cond,
                       max_cond=self.max_prompt_frames, fill_hole_area=self.fill_hole_area,
                       policy=self.policy)
+        row = take_objects(self.bank, [i])
         if prompt.mask is not None:
             mask = mask_prompt_to_input(prompt.mask, s)
-            out = decode_frame(self.params, self.cfg, self._row(i), feats, f,
+            out = decode_frame(self.params, self.cfg, row, feats, f,
                                multimask=use_multimask(self.cfg, init_cond, 0),
                                mask_inputs=mask[None], **common)
         else:
-            pts, lab = _as_points(prompt.points, prompt.labels)
-            if prompt.box is not None:
-                b = np.asarray(prompt.box, np.float32)
-                if b.size != 4:
-                    raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got {b.shape}")
-                pts = np.concatenate([b.reshape(2, 2), pts], 0)
-                lab = np.concatenate([np.array([2, 3], np.int32), lab], 0)
+            pts, lab = with_box(*as_points(prompt.points, prompt.labels), prompt.box)
             if len(lab) == 0:
                 raise ValueError("a prompt needs points with labels, a box, or a mask")
             h, w = hw
             pts = pts / np.array([w, h], np.float32) * s
-            out = decode_frame(self.params, self.cfg, self._row(i), feats, f,
+            out = decode_frame(self.params, self.cfg, row, feats, f,
                                multimask=use_multimask(self.cfg, init_cond, len(lab)),
                                points=(jnp.asarray(pts[None]), jnp.asarray(lab[None])), **common)
-        maskmem = encode_prompted_memory(self.params, self.cfg, feats, out["pred_masks"],
-                                         out["object_score_logits"],
-                                         memory_dtype=self.memory_dtype)
+        mem = encode_memory(self.params, self.cfg, feats["image_embed"], out["pred_masks"][:, 0],
+                            out["object_score_logits"], True)
         prompted = self._prompted[i]
         if f not in prompted:
             prompted.append(f)
         if len(prompted) > self.max_prompt_frames:  # the oldest becomes an ordinary memory
-            old = prompted.pop(0)
-            demote = (jnp.arange(len(self.obj_ids)) == i)[:, None] & (self.bank.frame_idx == old)
-            self.bank = self.bank.replace(is_cond=self.bank.is_cond & ~demote)
-        o = len(self.obj_ids)
-        slot = streaming_slot(self.bank, f, True)
-        self.bank = write(
-            self.bank, slot, jnp.broadcast_to(maskmem, (o, *maskmem.shape[1:])),
-            jnp.broadcast_to(out["obj_ptr"], (o, out["obj_ptr"].shape[-1])), f, True,
-            jnp.broadcast_to(out["object_score_logits"].reshape(-1), (o,)),
-            where=jnp.arange(o) == i)
+            self.bank = demote_prompted(self.bank, i, prompted.pop(0))
+        self.bank = write_object(self.bank, i, streaming_slot(self.bank, f),
+                                 mem["maskmem_features"], out["obj_ptr"], f, True,
+                                 out["object_score_logits"])
         return out["pred_masks"], out["object_score_logits"]

@@ -20,76 +20,22 @@ import numpy as np
 
 from samv2_jax.weights.store import Model
 from samv2_jax.config import SAM2Config
-from samv2_jax.tracking.bank import MemoryBank, empty_bank, forget, write
-from samv2_jax.tracking.step import (NO_OBJ_SCORE, decode_frame, encode_frame, encode_prompted_memory,
-                       track_image_step_inplace, use_multimask)
-from samv2_jax.modeling.transforms import resize_bilinear
-from samv2_jax.io.frames import load_video_frames
+from samv2_jax.modeling.image_encoder import encode_image
+from samv2_jax.modeling.mask_postprocess import apply_non_overlapping_constraints, to_video_res
+from samv2_jax.modeling.memory_encoder import encode_memory
+from samv2_jax.predictors.inputs import as_points, mask_prompt_to_input, with_box
+from samv2_jax.tracking.bank import (MemoryBank, append_objects, demote_prompted, empty_bank,
+                                     forget, take_objects, write_object)
+from samv2_jax.tracking.step import (NO_OBJ_SCORE, decode_frame, track_image_step_inplace,
+                                     use_multimask)
 
 _COND, _NON_COND = "cond_frame_outputs", "non_cond_frame_outputs"
-
-
-@functools.partial(jax.jit, static_argnames=("video_hw", "non_overlap"))
-def _to_video_res(pred_masks, video_hw: tuple[int, int], non_overlap: bool):
-    """[O, 1, h, w] logits -> [O, 1, H, W] at the video's size (and one object per pixel)."""
-    masks = pred_masks
-    if masks.shape[-2:] != video_hw:
-        masks = resize_bilinear(masks[:, 0, :, :, None], video_hw)[..., 0][:, None]
-    if non_overlap:
-        masks = apply_non_overlapping_constraints(masks)
-    return masks
-
-
-def apply_non_overlapping_constraints(masks):
-    """Keep each pixel for the highest-scoring object; the others drop to at most -10."""
-    if masks.shape[0] == 1:
-        return masks
-    winner = jnp.argmax(masks, axis=0, keepdims=True)
-    keep = winner == jnp.arange(masks.shape[0]).reshape(-1, 1, 1, 1)
-    return jnp.where(keep, masks, jnp.minimum(masks, -10.0))
-
-
-def mask_prompt_to_input(mask, image_size: int):
-    """A 2-D mask prompt of any size -> [S, S] 0/1 float32 at the model's input size
-    (antialiased bilinear resize, then thresholded at 0.5, as the official does)."""
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be 2-D [H, W], got shape {m.shape}")
-    out = jnp.asarray(m.astype(bool).astype(np.float32))
-    if m.shape != (image_size, image_size):
-        out = resize_bilinear(out[None, :, :, None], (image_size, image_size), antialias=True)
-        out = (out[0, :, :, 0] >= 0.5).astype(jnp.float32)
-    return out
 
 
 def _bucket(n: int) -> int:
     """Prompted-frame capacity of the compiled step: a power of two, so that adding prompts
     recompiles only now and then."""
     return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _as_points(points, labels):
-    if (points is None) != (labels is None):
-        raise ValueError("points and labels must be provided together")
-    if points is None:
-        return np.zeros((0, 2), np.float32), np.zeros((0,), np.int32)
-    pts = np.asarray(points, np.float32)
-    lab = np.asarray(labels)
-    if pts.ndim == 3 and pts.shape[0] == 1:
-        pts = pts[0]
-    if lab.ndim == 2 and lab.shape[0] == 1:
-        lab = lab[0]
-    if pts.ndim != 2 or pts.shape[-1] != 2:
-        raise ValueError(f"points must have shape [N, 2] (x, y), got {pts.shape}")
-    if lab.ndim != 1 or lab.shape[0] != pts.shape[0]:
-        raise ValueError(f"labels must have shape [N] matching {pts.shape[0]} points, "
-                         f"got {lab.shape}")
-    if not np.all(np.isin(lab, (0, 1, 2, 3, -1))):
-        raise ValueError(f"point labels must be 1 (foreground), 0 (background), 2/3 (box "
-                         f"corners) or -1 (padding), got {sorted(set(lab.tolist()))}")
-    if not np.all(np.isfinite(pts)):
-        raise ValueError("point coordinates must be finite numbers")
-    return pts, lab.astype(np.int32)
 
 
 class SAM2VideoPredictor:
@@ -131,6 +77,8 @@ class SAM2VideoPredictor:
         """Load a video (a folder of JPEG frames, a video file, or an array [T, H, W, 3])
         and start a session. The offload/async flags are accepted for compatibility; frames
         are kept in host memory and moved to the device one at a time."""
+        from samv2_jax.io.frames import load_video_frames  # file I/O only when asked for
+
         images, video_height, video_width = load_video_frames(video_path, self.image_size)
         state = {
             "images": images,
@@ -165,7 +113,7 @@ class SAM2VideoPredictor:
         cached = state["cached_features"].get(frame_idx)
         if cached is None:
             image = jnp.asarray(state["images"][frame_idx])[None]
-            cached = encode_frame(self.params, self.cfg, image)
+            cached = encode_image(self.params, self.cfg, image)
             state["cached_features"] = {frame_idx: cached}  # the latest frame only
         return cached
 
@@ -190,10 +138,8 @@ class SAM2VideoPredictor:
         state["output_dict_per_obj"][idx] = {_COND: {}, _NON_COND: {}}
         state["temp_output_dict_per_obj"][idx] = {_COND: {}, _NON_COND: {}}
         state["frames_tracked_per_obj"][idx] = {}
-        row = empty_bank(self.cfg, 1, state["num_frames"], self.memory_dtype)
-        bank = state["bank"]
-        state["bank"] = row if bank is None else jax.tree.map(
-            lambda a, b: jnp.concatenate([a, b], 0), bank, row)
+        state["bank"] = append_objects(
+            state["bank"], empty_bank(self.cfg, 1, state["num_frames"], self.memory_dtype))
         return idx
 
     def _known_obj_idx(self, state, obj_id) -> int:
@@ -204,7 +150,7 @@ class SAM2VideoPredictor:
 
     @staticmethod
     def _bank_row(state, obj_idx: int) -> MemoryBank:
-        return jax.tree.map(lambda x: x[obj_idx:obj_idx + 1], state["bank"])
+        return take_objects(state["bank"], [obj_idx])
 
     def _num_cond(self, state, obj_indices) -> int:
         counts = [len(state["output_dict_per_obj"][i][_COND]) for i in obj_indices]
@@ -221,18 +167,13 @@ class SAM2VideoPredictor:
         masks [num_objects, 1, H, W] logits at the video's resolution)."""
         s = inference_state
         frame_idx = self._check_frame(s, frame_idx)
-        pts, lab = _as_points(points, labels)
+        pts, lab = as_points(points, labels)
         if points is None and box is None:
             raise ValueError("at least one of points or box must be provided as input")
-        if box is not None:
-            if not clear_old_points:
-                raise ValueError("cannot add a box without clearing old points: a box must "
-                                 "come before any click (use clear_old_points=True)")
-            b = np.asarray(box, np.float32)
-            if b.size != 4:
-                raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got shape {b.shape}")
-            pts = np.concatenate([b.reshape(2, 2), pts], 0)
-            lab = np.concatenate([np.array([2, 3], np.int32), lab], 0)
+        if box is not None and not clear_old_points:
+            raise ValueError("cannot add a box without clearing old points: a box must "
+                             "come before any click (use clear_old_points=True)")
+        pts, lab = with_box(pts, lab, box)
         if normalize_coords:
             pts = pts / np.array([s["video_width"], s["video_height"]], np.float32)
         pts = pts * self.image_size
@@ -320,7 +261,7 @@ class SAM2VideoPredictor:
             return np.full((len(masks), 1, h, w), NO_OBJ_SCORE, np.float32)
         stacked = jnp.concatenate(
             [m if m is not None else jnp.full((1, 1, low, low), NO_OBJ_SCORE) for m in masks])
-        video = np.array(_to_video_res(stacked, (h, w), False))
+        video = np.array(to_video_res(stacked, (h, w), False))
         for i, m in enumerate(masks):
             if m is None:  # an object with no output here is absent, at any resolution
                 video[i] = NO_OBJ_SCORE
@@ -346,11 +287,12 @@ class SAM2VideoPredictor:
                     if not is_cond and frame_idx in cond_frames:
                         continue  # the official drops a non-prompt output on a prompted frame
                     if not out["has_memory"]:
-                        maskmem = encode_prompted_memory(
-                            self.params, self.cfg, self._features(s, frame_idx),
-                            out["pred_masks"], out["object_score_logits"],
-                            memory_dtype=self.memory_dtype)
-                        self._write(s, obj_idx, frame_idx, maskmem, out, is_cond)
+                        mem = encode_memory(
+                            self.params, self.cfg, self._features(s, frame_idx)["image_embed"],
+                            out["pred_masks"][:, 0], out["object_score_logits"], True)
+                        s["bank"] = write_object(
+                            s["bank"], obj_idx, frame_idx, mem["maskmem_features"],
+                            out["obj_ptr"], frame_idx, is_cond, out["object_score_logits"])
                         out = dict(out, has_memory=True)
                     outs[key][frame_idx] = out
                     if is_cond:
@@ -362,15 +304,6 @@ class SAM2VideoPredictor:
                 raise RuntimeError(
                     f"no prompts for object id {s['obj_idx_to_id'][obj_idx]} on any frame; "
                     "add points, a box or a mask for it, or remove it with remove_object")
-
-    def _write(self, s, obj_idx, frame_idx, maskmem, out, is_cond):
-        o = len(s["obj_ids"])
-        where = jnp.arange(o) == obj_idx
-        s["bank"] = write(
-            s["bank"], frame_idx, jnp.broadcast_to(maskmem, (o, *maskmem.shape[1:])),
-            jnp.broadcast_to(out["obj_ptr"], (o, out["obj_ptr"].shape[-1])), frame_idx,
-            is_cond, jnp.broadcast_to(out["object_score_logits"].reshape(-1), (o,)),
-            where=where)
 
     def _clear_non_cond_mem_around_input(self, s, frame_idx, obj_idx=None):
         r = self.cfg.memory.memory_temporal_stride_for_eval * self.cfg.memory.num_maskmem
@@ -419,7 +352,7 @@ class SAM2VideoPredictor:
                     self.params, self.cfg, s["bank"], image, frame_idx,
                     jnp.full((o,), frame_idx, jnp.int32), jnp.asarray(~is_cond),
                     reverse=bool(reverse), num_frames=num_frames, max_cond=max_cond,
-                    fill_hole_area=self.fill_hole_area, memory_dtype=self.memory_dtype)
+                    fill_hole_area=self.fill_hole_area)
                 rows = []
                 for i, d in enumerate(outs):
                     if is_cond[i]:
@@ -434,7 +367,7 @@ class SAM2VideoPredictor:
                 if is_cond[i] and self.clear_non_cond_mem_around_input:
                     self._clear_non_cond_mem_around_input(s, frame_idx, i)
                 s["frames_tracked_per_obj"][i][frame_idx] = {"reverse": bool(reverse)}
-            yield frame_idx, obj_ids, np.asarray(_to_video_res(pred, hw, self.non_overlap_masks))
+            yield frame_idx, obj_ids, np.asarray(to_video_res(pred, hw, self.non_overlap_masks))
 
     # --- removing prompts and objects ---------------------------------------------------
 
@@ -454,9 +387,7 @@ class SAM2VideoPredictor:
         if out is not None:
             outs[_NON_COND][frame_idx] = out
             s["frames_tracked_per_obj"][obj_idx].pop(frame_idx, None)
-            where = (jnp.arange(len(s["obj_ids"])) == obj_idx)[:, None]
-            slot = (jnp.arange(s["num_frames"]) == frame_idx)[None]
-            s["bank"] = s["bank"].replace(is_cond=s["bank"].is_cond & ~(where & slot))
+            s["bank"] = demote_prompted(s["bank"], obj_idx, frame_idx)
         if not need_output:
             return None
         is_cond = any(frame_idx in t[_COND] for t in temp.values())
@@ -487,8 +418,7 @@ class SAM2VideoPredictor:
         for key in ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj",
                     "temp_output_dict_per_obj", "frames_tracked_per_obj"):
             s[key] = {new: s[key][old] for new, old in enumerate(keep)}
-        rows = jnp.asarray(keep)
-        s["bank"] = jax.tree.map(lambda x: x[rows], s["bank"])
+        s["bank"] = take_objects(s["bank"], keep)
         if need_output:
             temp = s["temp_output_dict_per_obj"]
             for f in sorted(frames):

@@ -6,41 +6,36 @@ on them with memory attention, run the SAM heads, encode the predicted mask into
 and write it into the bank. It is jit-compiled once per static setting; the bank's fixed
 shapes keep it from retracing as the video goes on.
 
-The pieces (`frame_features`, `sam_heads`, `mask_as_output`, `condition_on_memory`,
-`encode_memory`) are public for research code that wants to recombine them.
+Features (`feats`) are what `samv2_jax.modeling.image_encoder.encode_image` returns for one
+frame: {"image_embed", "image_pos", "high_res_feats"}. The pieces (`sam_heads`,
+`mask_as_output`, `gather_memory`, `condition_on_memory`, `decode_frame`) are public for
+research code that wants to recombine them; every step returns its whole output dict.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.modeling.image_encoder import forward_image
+from samv2_jax.modeling.image_encoder import encode_image, no_memory_features
 from samv2_jax.modeling.layers import conv2d, linear, mlp
 from samv2_jax.modeling.mask_decoder import mask_decoder
 from samv2_jax.modeling.mask_postprocess import fill_holes
 from samv2_jax.modeling.memory_attention import memory_attention
-from samv2_jax.tracking.bank import MemoryBank, MemorySelection, default_policy, streaming_slot, write
-from samv2_jax.modeling.memory_encoder import encode_new_memory
-from samv2_jax.modeling.position_encoding import sine_grid
+from samv2_jax.modeling.memory_encoder import encode_memory
+from samv2_jax.modeling.position_encoding import sine_1d, sine_grid
 from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
 from samv2_jax.modeling.transforms import resize_bilinear
+from samv2_jax.tracking.bank import MemoryBank, streaming_slot, write
+from samv2_jax.tracking.policies import MemoryPolicy, MemorySelection, OfficialPolicy
 
-NO_OBJ_SCORE = -1024.0  # mask logits of an object judged absent from the frame
-Policy = Callable[..., MemorySelection]
-
-
-def frame_features(params, cfg: SAM2Config, image):
-    """image [1, S, S, 3] preprocessed -> the backbone outputs a tracking step needs:
-    vision_feat / vision_pos [1, E, E, C] (stride 16) and high_res (stride 4, stride 8)."""
-    out = forward_image(params, cfg, image)
-    return {"vision_feat": out["backbone_fpn"][-1], "vision_pos": out["vision_pos_enc"][-1],
-            "high_res": tuple(out["backbone_fpn"][:-1])}
+# Mask logits of an object judged absent from the frame (official `NO_OBJ_SCORE`).
+NO_OBJ_SCORE = -1024.0
+# A mask given as the output is turned into logits of +-10 (sigmoid ~ 0/1), as the official.
+_MASK_AS_OUTPUT_LOGIT = 10.0
 
 
 def _obj_ptr_from_token(params, cfg: SAM2Config, token, object_score_logits):
@@ -62,10 +57,11 @@ def _obj_ptr_from_token(params, cfg: SAM2Config, token, object_score_logits):
     return ptr
 
 
-def sam_heads(params, cfg: SAM2Config, pix_feat, high_res, points=None, mask_inputs=None,
-              multimask: bool = False):
-    """Prompt encoder + mask decoder on memory-conditioned features, for every object.
+def sam_heads(params, cfg: SAM2Config, pix_feat, high_res_feats, points=None,
+              mask_inputs=None, multimask: bool = False):
+    """Prompt encoder + mask decoder on (memory-conditioned) features, for every object.
 
+    Official counterpart: `SAM2Base._forward_sam_heads`.
     pix_feat [O, E, E, C]; points (coords [O, N, 2] in input pixels, labels [O, N]) or None;
     mask_inputs [O, h, w] logits or None (resized to the decoder's mask size). Returns the
     best mask (by predicted IoU when `multimask`) at low and input resolution, all masks,
@@ -84,7 +80,7 @@ def sam_heads(params, cfg: SAM2Config, pix_feat, high_res, points=None, mask_inp
     sparse, dense = prompt_encoder(pe, cfg, points=points, boxes=None, masks=mask_inputs)
     masks, ious, tokens, obj = mask_decoder(
         params["sam_mask_decoder"], cfg.decoder, pix_feat, dense_pe(pe, cfg), sparse, dense,
-        multimask_output=multimask, high_res_features=high_res)
+        multimask_output=multimask, high_res_features=high_res_feats)
     if cfg.decoder.pred_obj_scores:
         # Memories get a hard present/absent decision, matching the visible mask.
         masks = jnp.where((obj > 0)[:, :, None, None], masks, NO_OBJ_SCORE)
@@ -108,22 +104,25 @@ def sam_heads(params, cfg: SAM2Config, pix_feat, high_res, points=None, mask_inp
     }
 
 
-def mask_as_output(params, cfg: SAM2Config, vision_feat, high_res, masks):
+def mask_as_output(params, cfg: SAM2Config, image_embed, high_res_feats, masks):
     """A mask prompt taken as the frame's output without running SAM on it.
 
+    Official counterpart: `SAM2Base._use_mask_as_output`.
     masks [O, S, S] (0/1 at input resolution). The pointer still comes from the decoder,
     prompted by the downsampled mask; presence is decided by the mask itself.
     """
     o = masks.shape[0]
     masks = masks.astype(jnp.float32)
-    high = masks * 20.0 - 10.0  # logits of +-10: sigmoid ~ 0/1
+    v = _MASK_AS_OUTPUT_LOGIT
+    high = masks * (2 * v) - v
     low_size = masks.shape[-1] // 4
     low = resize_bilinear(high[..., None], (low_size, low_size), antialias=True)[..., 0]
-    feat = jnp.broadcast_to(vision_feat, (o, *vision_feat.shape[1:]))
+    # The official decodes the raw features here: no "no memory" embedding.
+    feat = jnp.broadcast_to(image_embed, (o, *image_embed.shape[1:]))
     small = conv2d(params["mask_downsample"], masks[..., None], stride=4)[..., 0]
-    ptr = sam_heads(params, cfg, feat, high_res, mask_inputs=small)["obj_ptr"]
+    ptr = sam_heads(params, cfg, feat, high_res_feats, mask_inputs=small)["obj_ptr"]
     present = jnp.any(masks.reshape(o, -1) > 0, axis=1, keepdims=True).astype(jnp.float32)
-    obj = 20.0 * present - 10.0
+    obj = (2 * v) * present - v
     if cfg.decoder.pred_obj_scores:
         if cfg.memory.fixed_no_obj_ptr:
             ptr = present * ptr
@@ -133,20 +132,6 @@ def mask_as_output(params, cfg: SAM2Config, vision_feat, high_res, masks):
         "pred_masks": low[:, None], "pred_masks_high_res": high[:, None],
         "obj_ptr": ptr, "object_score_logits": obj,
     }
-
-
-def _sine_1d(pos, dim: int, temperature: float = 10000.0):
-    half = dim // 2
-    k = np.arange(half, dtype=np.float32)
-    freq = jnp.asarray(temperature ** (2 * (k // 2) / half), jnp.float32)
-    x = pos[..., None] / freq
-    return jnp.concatenate([jnp.sin(x), jnp.cos(x)], axis=-1)
-
-
-def memory_pos_enc(cfg: SAM2Config):
-    """[E*E, mem_dim]: the spatial position encoding of every memory (the same for all)."""
-    e = cfg.embedding_size
-    return jnp.asarray(sine_grid(e, e, cfg.memory.mem_dim)).reshape(e * e, -1)
 
 
 def gather_memory(params, cfg: SAM2Config, bank: MemoryBank, sel: MemorySelection):
@@ -160,7 +145,9 @@ def gather_memory(params, cfg: SAM2Config, bank: MemoryBank, sel: MemorySelectio
     feats = feats.astype(jnp.float32).reshape(o, s * n, d)
     tpos = jnp.asarray(params["maskmem_tpos_enc"]).reshape(m.num_maskmem, d)
     tpos = tpos[m.num_maskmem - sel.mem_tpos - 1]
-    pos = (memory_pos_enc(cfg)[None, None] + tpos[:, :, None]).reshape(o, s * n, d)
+    # Every memory map has the same spatial encoding: the sine grid of its shape.
+    grid = jnp.asarray(sine_grid(e, e, d)).reshape(n, d)
+    pos = (grid[None, None] + tpos[:, :, None]).reshape(o, s * n, d)
     valid = jnp.repeat(sel.mem_valid, n, axis=1)
 
     p = sel.ptr_slots.shape[1]
@@ -170,7 +157,7 @@ def gather_memory(params, cfg: SAM2Config, bank: MemoryBank, sel: MemorySelectio
     c = ptrs.shape[-1]
     if m.add_tpos_enc_to_obj_ptrs:
         tpos_dim = c if m.proj_tpos_enc_in_obj_ptrs else d
-        ptr_pos = _sine_1d(sel.ptr_dist / sel.ptr_scale, tpos_dim)
+        ptr_pos = sine_1d(sel.ptr_dist / sel.ptr_scale, tpos_dim)
         if m.proj_tpos_enc_in_obj_ptrs:
             ptr_pos = linear(params["obj_ptr_tpos_proj"], ptr_pos)
     else:
@@ -185,47 +172,29 @@ def gather_memory(params, cfg: SAM2Config, bank: MemoryBank, sel: MemorySelectio
 
 
 def condition_on_memory(params, cfg: SAM2Config, bank: MemoryBank, sel: MemorySelection,
-                        vision_feat, vision_pos):
-    """Fuse the current frame's features with the selected memories: [O, E, E, C]."""
+                        image_embed, image_pos):
+    """Fuse the current frame's features with the selected memories: [O, E, E, C].
+
+    Official counterpart: `SAM2Base._prepare_memory_conditioned_features` (its memory branch;
+    the no-memory branch is `no_memory_features`).
+    """
     o, e = bank.num_objects, cfg.embedding_size
-    c = vision_feat.shape[-1]
+    c = image_embed.shape[-1]
     # One frame for all objects: memory_attention shares the work that does not see memory.
-    curr = vision_feat.reshape(1, e * e, c)
-    curr_pos = vision_pos.reshape(1, e * e, c)
+    curr = image_embed.reshape(1, e * e, c)
+    curr_pos = image_pos.reshape(1, e * e, c)
     memory, memory_pos, valid, num_ptr = gather_memory(params, cfg, bank, sel)
     out = memory_attention(params["memory_attention"], cfg, curr, curr_pos, memory, memory_pos,
                            num_obj_ptr_tokens=num_ptr, feat_hw=(e, e), memory_valid=valid)
     return out.reshape(o, e, e, c)
 
 
-def without_memory(params, cfg: SAM2Config, vision_feat, num_objects: int):
-    """Features of a frame tracked from its prompts alone (the "no memory" embedding added)."""
-    x = vision_feat + params["no_mem_embed"].reshape(-1)
-    return jnp.broadcast_to(x, (num_objects, *x.shape[1:]))
-
-
-def encode_memory(params, cfg: SAM2Config, vision_feat, high_res_masks, object_score_logits,
-                  is_mask_from_pts, memory_dtype=jnp.bfloat16):
-    """Masks at input resolution [O, S, S] -> memories [O, E, E, D], rounded to `memory_dtype`
-    (the official predictor stores them in bfloat16)."""
-    o = high_res_masks.shape[0]
-    feat = jnp.broadcast_to(vision_feat, (o, *vision_feat.shape[1:]))
-    maskmem, _ = encode_new_memory(params, cfg, feat, high_res_masks, object_score_logits,
-                                   jnp.broadcast_to(is_mask_from_pts, (o,)))
-    return maskmem.astype(memory_dtype)
-
-
 def use_multimask(cfg: SAM2Config, init_cond: bool, num_points: int) -> bool:
-    """Whether the SAM head returns three masks (and keeps the best) on this frame."""
+    """Whether the SAM head returns three masks (and keeps the best) on this frame
+    (official `SAM2Base._use_multimask`)."""
     m = cfg.memory
     return bool(m.multimask_output_in_sam and (init_cond or m.multimask_output_for_tracking)
                 and m.multimask_min_pt_num <= num_points <= m.multimask_max_pt_num)
-
-
-def low_res_to_input(cfg: SAM2Config, pred_masks):
-    """[O, 1, 4E, 4E] -> [O, S, S] bilinear, as the official re-encodes a prompted frame."""
-    s = cfg.image_size
-    return resize_bilinear(pred_masks[:, 0, :, :, None], (s, s))[..., 0]
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -233,10 +202,12 @@ def low_res_to_input(cfg: SAM2Config, pred_masks):
 def decode_frame(params, cfg: SAM2Config, bank: MemoryBank, feats, frame_idx, *, reverse,
                  num_frames, init_cond: bool, multimask: bool, max_cond: int = 1,
                  points=None, mask_inputs=None, prev_mask_logits=None,
-                 fill_hole_area: int = 0, policy: Policy = default_policy):
+                 fill_hole_area: int = 0, policy: MemoryPolicy = OfficialPolicy()):
     """A frame's masks for every object in `bank`, without encoding a memory (the
     interactive path: prompts may still change).
 
+    Official counterpart: `SAM2Base.track_step(..., run_mem_encoder=False)` as the video
+    predictor's `_run_single_frame_inference` calls it for prompts.
     With `mask_inputs` [O, S, S] and the config's `use_mask_input_as_output_without_sam`,
     the mask is the output. Otherwise the features are conditioned on memory (unless
     `init_cond`: a first prompt for the object) and decoded with `points` and, as a dense
@@ -245,15 +216,17 @@ def decode_frame(params, cfg: SAM2Config, bank: MemoryBank, feats, frame_idx, *,
     memory encoder would see.
     """
     o = bank.num_objects
-    vision_feat, high_res = feats["vision_feat"], feats["high_res"]
+    image_embed, high_res = feats["image_embed"], feats["high_res_feats"]
     if mask_inputs is not None and cfg.memory.use_mask_input_as_output_without_sam:
-        out = mask_as_output(params, cfg, vision_feat, high_res, mask_inputs)
+        out = mask_as_output(params, cfg, image_embed, high_res, mask_inputs)
     else:
         if init_cond:
-            pix = without_memory(params, cfg, vision_feat, o)
+            pix = no_memory_features(params, cfg, image_embed)
+            pix = jnp.broadcast_to(pix, (o, *pix.shape[1:]))
         else:
-            sel = policy(cfg, bank, frame_idx, reverse, num_frames, max_cond)
-            pix = condition_on_memory(params, cfg, bank, sel, vision_feat, feats["vision_pos"])
+            sel = policy.select(cfg, bank, frame_idx, reverse=reverse, num_frames=num_frames,
+                                max_cond=max_cond)
+            pix = condition_on_memory(params, cfg, bank, sel, image_embed, feats["image_pos"])
         dense = prev_mask_logits if prev_mask_logits is not None else mask_inputs
         out = sam_heads(params, cfg, pix, high_res, points=points, mask_inputs=dense,
                         multimask=multimask)
@@ -262,67 +235,59 @@ def decode_frame(params, cfg: SAM2Config, bank: MemoryBank, feats, frame_idx, *,
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "memory_dtype"))
-def encode_prompted_memory(params, cfg: SAM2Config, feats, pred_masks, object_score_logits,
-                           memory_dtype=jnp.bfloat16):
-    """The memory of a frame decoded from prompts: its (hole-filled) low-res masks brought
-    back to input resolution, binarized as point-prompted masks are."""
-    high = low_res_to_input(cfg, pred_masks)
-    return encode_memory(params, cfg, feats["vision_feat"], high, object_score_logits, True,
-                         memory_dtype)
-
-
-def _track(params, cfg, bank, feats, frame_idx, slot, write_mask, reverse, num_frames,
-           max_cond, fill_hole_area, memory_dtype, policy):
+def _track(params, cfg: SAM2Config, bank: MemoryBank, feats, frame_idx, *, slot, write_mask,
+           reverse, num_frames, max_cond: int, fill_hole_area: int, policy: MemoryPolicy):
+    """Every object of `bank` into frame `frame_idx` from memory: (outputs, new bank)."""
     o = bank.num_objects
     if slot is None:
-        slot = streaming_slot(bank, frame_idx, False)
-    multimask = use_multimask(cfg, False, 0)
-    sel = policy(cfg, bank, frame_idx, reverse, num_frames, max_cond)
-    pix = condition_on_memory(params, cfg, bank, sel, feats["vision_feat"], feats["vision_pos"])
-    out = sam_heads(params, cfg, pix, feats["high_res"], multimask=multimask)
-    maskmem = encode_memory(params, cfg, feats["vision_feat"], out["pred_masks_high_res"][:, 0],
-                            out["object_score_logits"], jnp.zeros((o,), bool), memory_dtype)
-    new_bank = write(bank, slot, maskmem, out["obj_ptr"], frame_idx, False,
+        slot = streaming_slot(bank, frame_idx)
+    sel = policy.select(cfg, bank, frame_idx, reverse=reverse, num_frames=num_frames,
+                        max_cond=max_cond)
+    pix = condition_on_memory(params, cfg, bank, sel, feats["image_embed"], feats["image_pos"])
+    out = sam_heads(params, cfg, pix, feats["high_res_feats"],
+                    multimask=use_multimask(cfg, False, 0))
+    mem = encode_memory(params, cfg, feats["image_embed"], out["pred_masks_high_res"][:, 0],
+                        out["object_score_logits"], jnp.zeros((o,), bool))
+    new_bank = write(bank, slot, mem["maskmem_features"], out["obj_ptr"], frame_idx, False,
                      out["object_score_logits"], where=write_mask)
     if fill_hole_area > 0:
         out["pred_masks"] = fill_holes(out["pred_masks"], fill_hole_area)
-    out = {k: out[k] for k in ("pred_masks", "ious", "obj_ptr", "object_score_logits")}
     return out, new_bank
 
 
-_STEP_STATIC = ("cfg", "max_cond", "fill_hole_area", "memory_dtype", "policy")
+_STEP_STATIC = ("cfg", "max_cond", "fill_hole_area", "policy")
 
 
 @functools.partial(jax.jit, static_argnames=_STEP_STATIC)
-def track_step(params, cfg: SAM2Config, bank: MemoryBank, feats, frame_idx, slot,
+def track_step(params, cfg: SAM2Config, bank: MemoryBank, feats, frame_idx, slot=None,
                write_mask=None, *, reverse=False, num_frames=2**30, max_cond: int = 1,
-               fill_hole_area: int = 0, memory_dtype=jnp.bfloat16,
-               policy: Policy = default_policy):
+               fill_hole_area: int = 0, policy: MemoryPolicy = OfficialPolicy()):
     """Track every object of `bank` into frame `frame_idx` from memory alone.
 
-    feats: `frame_features` of the frame. slot [O]: where each object's new memory goes
-    (None: the streaming ring's choice, `streaming_slot`; objects with `write_mask` false are computed but leave the bank untouched: e.g. a frame
-    that is already prompted for them). Returns (outputs, new bank); outputs hold
-    `pred_masks` [O, 1, 4E, 4E] (holes filled), `ious`, `obj_ptr`, `object_score_logits`.
+    Official counterpart: `SAM2Base.track_step` on a frame without prompts.
+    feats: `encode_image` of the frame. slot [O]: where each object's new memory goes
+    (None: the streaming ring's choice, `streaming_slot`); objects with `write_mask` false
+    are computed but leave the bank untouched (e.g. a frame that is already prompted for
+    them). The memory is stored in the bank's dtype. Returns (outputs, new bank); outputs
+    are `sam_heads`' dict: `pred_masks` [O, 1, 4E, 4E] (holes filled), `pred_masks_high_res`
+    (raw), `low_res_multimasks`, `ious`, `obj_ptr`, `object_score_logits`.
     """
-    return _track(params, cfg, bank, feats, frame_idx, slot, write_mask, reverse, num_frames,
-                  max_cond, fill_hole_area, memory_dtype, policy)
+    return _track(params, cfg, bank, feats, frame_idx, slot=slot, write_mask=write_mask,
+                  reverse=reverse, num_frames=num_frames, max_cond=max_cond,
+                  fill_hole_area=fill_hole_area, policy=policy)
 
 
 @functools.partial(jax.jit, static_argnames=_STEP_STATIC)
-def track_image_step(params, cfg: SAM2Config, bank: MemoryBank, image, frame_idx, slot,
+def track_image_step(params, cfg: SAM2Config, bank: MemoryBank, image, frame_idx, slot=None,
                      write_mask=None, *, reverse=False, num_frames=2**30, max_cond: int = 1,
-                     fill_hole_area: int = 0, memory_dtype=jnp.bfloat16,
-                     policy: Policy = default_policy):
+                     fill_hole_area: int = 0, policy: MemoryPolicy = OfficialPolicy()):
     """`track_step` from a preprocessed image [1, S, S, 3]: encoding and tracking in one
     program."""
-    feats = frame_features(params, cfg, image)
-    return _track(params, cfg, bank, feats, frame_idx, slot, write_mask, reverse, num_frames,
-                  max_cond, fill_hole_area, memory_dtype, policy)
+    feats = encode_image(params, cfg, image)
+    return _track(params, cfg, bank, feats, frame_idx, slot=slot, write_mask=write_mask,
+                  reverse=reverse, num_frames=num_frames, max_cond=max_cond,
+                  fill_hole_area=fill_hole_area, policy=policy)
 
-
-encode_frame = jax.jit(frame_features, static_argnames=("cfg",))
 
 # The predictors' in-place variants: the bank passed in is consumed (its buffers reused), which
 # keeps a whole-video bank from being copied on every frame.
@@ -333,20 +298,22 @@ track_image_step_inplace = jax.jit(track_image_step.__wrapped__, static_argnames
 
 
 def track_frames(params, cfg: SAM2Config, bank: MemoryBank, images, first_frame, *,
-                 max_cond: int = 1, fill_hole_area: int = 0, memory_dtype=jnp.bfloat16,
-                 num_frames=2**30, policy: Policy = default_policy, slot_fn=None):
+                 max_cond: int = 1, fill_hole_area: int = 0, num_frames=2**30,
+                 policy: MemoryPolicy = OfficialPolicy(), slot_fn=None):
     """Track forward through a stack of preprocessed frames [T, S, S, 3] with `lax.scan`
     (offline use, or training through time). Frame t gets index first_frame + t; memories go
-    to `slot_fn(bank, frame_idx)` (default: the streaming ring). Returns (per-frame outputs
-    stacked on a leading T axis, final bank). Not jitted here: wrap it in `jax.jit` with
-    `cfg` and the keyword options static, or differentiate through it."""
-    slot_fn = slot_fn or (lambda b, f: streaming_slot(b, f, False))
+    to `slot_fn(bank, frame_idx)` (default: the streaming ring). Returns (every output of
+    `track_step`, stacked on a leading T axis; final bank). Not jitted here: wrap it in
+    `jax.jit` with `cfg` and the keyword options static (outputs the caller drops are not
+    computed), or differentiate through it."""
+    slot_fn = slot_fn or (lambda b, f: streaming_slot(b, f))
 
     def body(bank, xs):
         image, f = xs
-        feats = frame_features(params, cfg, image[None])
-        out, bank = _track(params, cfg, bank, feats, f, slot_fn(bank, f), None, False,
-                           num_frames, max_cond, fill_hole_area, memory_dtype, policy)
+        feats = encode_image(params, cfg, image[None])
+        out, bank = _track(params, cfg, bank, feats, f, slot=slot_fn(bank, f), write_mask=None,
+                           reverse=False, num_frames=num_frames, max_cond=max_cond,
+                           fill_hole_area=fill_hole_area, policy=policy)
         return bank, out
 
     idx = first_frame + jnp.arange(images.shape[0], dtype=jnp.int32)

@@ -1,11 +1,11 @@
-"""Image encoder parity: `forward_image` vs the official `SAM2Base.forward_image` (every FPN
-level, after the decoder's conv_s0 / conv_s1 projections, the sine position encodings and the
-vision features), the predictor's stored features, and the FPN neck on its own."""
+"""Image encoder parity: `encode_image` vs the official `SAM2Base.forward_image` (the base
+level and its sine position encoding, the high-resolution levels after the decoder's conv_s0 /
+conv_s1 projections), the no-memory features, and the FPN neck on its own (every level and
+its position encoding)."""
 
 import dataclasses
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ import torch
 
 import official
 from conftest import converted_pair, sample_image
-from samv2_jax.modeling.image_encoder import forward_image, fpn_neck, image_features
+from samv2_jax.modeling.image_encoder import encode_image, fpn_neck, no_memory_features
 from samv2_jax.modeling.transforms import preprocess_image
 
 TOL = 1e-4
@@ -27,56 +27,51 @@ def _nhwc(t):
 
 @functools.lru_cache(maxsize=2)
 def _encoded(name):
-    """(our forward_image, official forward_image, our image_features, input) on a real image."""
+    """(our encode_image, official forward_image, input) on two real-looking images."""
     torch_model, model = converted_pair(name, SIZE)
     x = np.stack([np.asarray(preprocess_image(sample_image(300, 451), SIZE)),
                   np.asarray(preprocess_image(sample_image(200, 200, seed=1)[::-1], SIZE))])
     with torch.no_grad():
         theirs = torch_model.forward_image(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
-    fwd = jax.jit(forward_image, static_argnums=1)
-    feats = jax.jit(image_features, static_argnums=1)
-    ours = fwd(model.params, model.config, jnp.asarray(x))
-    stored = feats(model.params, model.config, jnp.asarray(x))
-    return ours, theirs, stored, x
+    ours = encode_image(model.params, model.config, jnp.asarray(x))
+    return ours, theirs, x
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_forward_image_matches_official(name):
-    ours, theirs, _, _ = _encoded(name)
-    assert set(ours) == {"vision_features", "vision_pos_enc", "backbone_fpn"}
-    assert len(ours["backbone_fpn"]) == len(theirs["backbone_fpn"]) == 3
-    assert len(ours["vision_pos_enc"]) == len(theirs["vision_pos_enc"]) == 3
+def test_encode_image_matches_official(name):
+    ours, theirs, _ = _encoded(name)
+    assert set(ours) == {"image_embed", "image_pos", "high_res_feats"}
+    assert len(ours["high_res_feats"]) == 2 and len(theirs["backbone_fpn"]) == 3
+    assert len(theirs["vision_pos_enc"]) == 3
     # Level 0 / 1 are the decoder's projections (32 / 64 channels), level 2 the 256-d base.
     expected = [(2, 64, 64, 32), (2, 32, 32, 64), (2, 16, 16, 256)]
-    for level, (o, t) in enumerate(zip(ours["backbone_fpn"], theirs["backbone_fpn"])):
+    levels = list(ours["high_res_feats"]) + [ours["image_embed"]]
+    for level, (o, t) in enumerate(zip(levels, theirs["backbone_fpn"])):
         assert o.shape == expected[level], (level, o.shape)
         err = official.rel_err(o, _nhwc(t))
         assert err <= TOL, (name, "backbone_fpn", level, err)
-    for level, (o, t) in enumerate(zip(ours["vision_pos_enc"], theirs["vision_pos_enc"])):
-        assert o.shape == expected[level][:3] + (256,), (level, o.shape)
-        err = official.rel_err(o, _nhwc(t))
-        assert err <= TOL, (name, "vision_pos_enc", level, err)
-    err = official.rel_err(ours["vision_features"], _nhwc(theirs["vision_features"]))
+    assert ours["image_pos"].shape == (2, 16, 16, 256)
+    err = official.rel_err(ours["image_pos"], _nhwc(theirs["vision_pos_enc"][-1]))
+    assert err <= TOL, (name, "vision_pos_enc", err)
+    err = official.rel_err(ours["image_embed"], _nhwc(theirs["vision_features"]))
     assert err <= TOL, (name, "vision_features", err)
     # The two images of the batch are really different.
-    assert not np.allclose(np.asarray(ours["vision_features"][0]),
-                           np.asarray(ours["vision_features"][1]), atol=1e-3)
+    assert not np.allclose(np.asarray(ours["image_embed"][0]),
+                           np.asarray(ours["image_embed"][1]), atol=1e-3)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_image_features_add_no_mem_embed(name):
+def test_no_memory_features_add_no_mem_embed(name):
     torch_model, model = converted_pair(name, SIZE)
-    _, theirs, stored, _ = _encoded(name)
+    ours, theirs, _ = _encoded(name)
     assert model.config.memory.directly_add_no_mem_embed
     with torch.no_grad():
         expected = theirs["vision_features"] + torch_model.no_mem_embed.reshape(1, -1, 1, 1)
-    err = official.rel_err(stored["image_embed"], _nhwc(expected))
+    err = official.rel_err(no_memory_features(model.params, model.config, ours["image_embed"]),
+                           _nhwc(expected))
     assert err <= TOL, err
     # no_mem_embed is not zero here, so the test would notice it missing.
     assert official.rel_err(_nhwc(theirs["vision_features"]), _nhwc(expected)) > 1e-2
-    assert len(stored["high_res_feats"]) == 2
-    for o, t in zip(stored["high_res_feats"], theirs["backbone_fpn"][:2]):
-        assert official.rel_err(o, _nhwc(t)) <= TOL
 
 
 def _stage_outputs(model, batch=2, seed=0):

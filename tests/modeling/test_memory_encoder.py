@@ -1,4 +1,5 @@
-"""Memory encoder parity with the official `memory_encoder` and `_encode_new_memory`: the
+"""Memory encoder parity with the official `memory_encoder` and `_encode_new_memory` (our
+`encode_memory`): the
 encoder alone, the mask preparation (sigmoid or binarized per object), and SAM 2.1's
 no-object embedding for objects scored absent, on a 2.0 and a 2.1 model."""
 
@@ -12,7 +13,7 @@ import torch
 
 import official
 from conftest import converted_pair
-from samv2_jax.modeling.memory_encoder import encode_new_memory, memory_encoder
+from samv2_jax.modeling.memory_encoder import encode_memory, memory_encoder
 
 TOL = 1e-4
 SIZE = 256
@@ -43,9 +44,9 @@ def _encoder(p, cfg, pix, masks):
     return memory_encoder(p, cfg, pix, masks)
 
 
-@functools.partial(jax.jit, static_argnums=1)
 def _encode_new(params, cfg, pix, masks, scores, from_pts):
-    return encode_new_memory(params, cfg, pix, masks, scores, from_pts)
+    out = encode_memory(params, cfg, pix, masks, scores, from_pts)
+    return out["maskmem_features"], out["maskmem_pos_enc"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -76,7 +77,7 @@ def _official_new_memory(torch_model, pix, logits, scores, from_pts: bool):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("binarize", [False, True])
-def test_encode_new_memory_matches_official(name, binarize):
+def test_encode_memory_matches_official(name, binarize):
     """One batch mixes objects whose masks came from clicks and objects whose did not
     (the official call takes one flag per batch, so it runs once per flag), and objects
     scored present, absent and exactly on the boundary (0 counts as absent)."""

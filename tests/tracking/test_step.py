@@ -85,10 +85,10 @@ def test_scan_over_frames_matches_the_streaming_tracker(model, frames):
         fill_hole_area=tracker.fill_hole_area, num_frames=len(frames)))
     outs, bank = run(bank0, images)
     assert outs["pred_masks"].shape[0] == len(frames) - 1
-    from samv2_jax.predictors.video import _to_video_res
+    from samv2_jax.modeling.mask_postprocess import to_video_res
 
     for t, res in enumerate(expected):
-        ours = np.asarray(_to_video_res(outs["pred_masks"][t], (H, W), False))
+        ours = np.asarray(to_video_res(outs["pred_masks"][t], (H, W), False))
         assert official.rel_err(ours, res.masks) < 1e-4, t
     np.testing.assert_array_equal(np.asarray(bank.frame_idx), np.asarray(tracker.bank.frame_idx))
 
