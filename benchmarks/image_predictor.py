@@ -52,9 +52,10 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def _ours(model_name, image_size, seed=0):
-    import official
-    from samv2_jax.weights.official import convert_state_dict
     from samv2_jax import Model
+    from samv2_jax.weights.official import convert_state_dict
+
+    import official
 
     torch_model = official.build_official(model_name, image_size, seed)
     sd = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
@@ -98,8 +99,9 @@ def main(argv=None):
 
     import torch
 
-    import official
     from samv2_jax import SAM2ImagePredictor
+
+    import official
 
     official.install_torchvision_standin()
     image = _load_image(Path(args.image))

@@ -63,7 +63,7 @@ def _omp_wait_policy(argv) -> str:
 
 OMP_WAIT_POLICY = _omp_wait_policy(sys.argv[1:])
 
-import numpy as np
+import numpy as np  # noqa: E402 (after the OpenMP policy is set)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the oracle builder lives with the tests
@@ -119,8 +119,8 @@ def _clicks(hw, n):
 
 
 def _ours_model(sd_path: str, image_size: int):
-    from samv2_jax.weights.official import convert_state_dict
     from samv2_jax import Model
+    from samv2_jax.weights.official import convert_state_dict
 
     with np.load(sd_path) as z:
         sd = {k: z[k] for k in z.files}
@@ -331,9 +331,8 @@ def track_ours(pred, state, hw, num_obj, last_frame, measured, raw_frames):
     import jax
     import jax.numpy as jnp
 
-    from samv2_jax.modeling.mask_postprocess import fill_holes
     from samv2_jax.modeling.image_encoder import encode_image
-    from samv2_jax.modeling.mask_postprocess import to_video_res
+    from samv2_jax.modeling.mask_postprocess import fill_holes, to_video_res
     from samv2_jax.tracking.step import track_image_step_inplace
 
     pred.reset_state(state)
@@ -470,9 +469,10 @@ def main(argv=None):
     import jax
     import torch
 
-    import official
     from samv2_jax import Model, SAM2VideoPredictor
     from samv2_jax.weights.official import convert_state_dict
+
+    import official
 
     official.install_torchvision_standin()
     theirs = official.official_video_predictor(args.model, args.image_size,
@@ -563,9 +563,10 @@ def main(argv=None):
 
 def _cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()

@@ -8,8 +8,8 @@ from its tensors alone.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class HieraConfig:
     def q_pool_blocks(self) -> tuple[int, ...]:
         return tuple(e + 1 for e in self.stage_ends[:-1])[: self.q_pool]
 
-    def block_specs(self) -> tuple["HieraBlockSpec", ...]:
+    def block_specs(self) -> tuple[HieraBlockSpec, ...]:
         """Per-block dims, heads, window size and pooling, derived like the official trunk."""
         specs = []
         dim, heads, stage = self.embed_dim, self.num_heads, 0
@@ -182,14 +182,14 @@ class SAM2Config:
         """Side of the decoder's mask logits and of a mask prompt (256 at 1024)."""
         return 4 * self.embedding_size
 
-    def replace(self, **changes) -> "SAM2Config":
+    def replace(self, **changes) -> SAM2Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "SAM2Config":
+    def from_dict(cls, d: Mapping) -> SAM2Config:
         d = dict(d)
         sub = {"trunk": HieraConfig, "neck": NeckConfig, "decoder": MaskDecoderConfig,
                "memory": MemoryConfig}
@@ -270,7 +270,8 @@ def get_config(name: str, image_size: int | None = None) -> SAM2Config:
 # --- inference from a checkpoint -------------------------------------------------------------
 
 
-def config_from_state_dict(shapes: Mapping[str, tuple], image_size: int | None = None) -> SAM2Config:
+def config_from_state_dict(shapes: Mapping[str, tuple],
+                           image_size: int | None = None) -> SAM2Config:
     """Recognise which official model a state dict holds, from its key names and shapes.
 
     `shapes` maps official key names to tensor shapes (a state dict works too: anything with

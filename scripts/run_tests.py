@@ -30,7 +30,10 @@ SLOW_FIRST = ["predictors/test_video.py", "predictors/test_streaming.py", "app/t
 
 def ordered(files: list[Path]) -> list[Path]:
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    return sorted(files, key=lambda p: (rank.get(p.relative_to(ROOT / "tests").as_posix(), len(rank)), str(p)))
+    def key(p: Path):
+        return rank.get(p.relative_to(ROOT / "tests").as_posix(), len(rank)), str(p)
+
+    return sorted(files, key=key)
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,8 @@ pip_q() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
 pip_q -e ".[convert,test]"
 "$PY" -c "import sam2" 2>/dev/null \
   || SAM2_BUILD_CUDA=0 pip_q --no-deps --no-build-isolation "sam2==1.1.0"
+# The linter first: it takes a second and its rules live in pyproject.toml.
+"$PY" -m ruff check .
 # A private compilation cache per run: the tests still go through the persistent cache, but
 # never read entries another process may have left half-written.
 rm -rf .jax_cache

@@ -8,6 +8,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import contextlib
+
 import official  # noqa: E402
 
 official.install_torchvision_standin()
@@ -69,10 +71,8 @@ def _release_models_after_each_module(request):
     official.clear_caches()
     jax.clear_caches()
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 @pytest.fixture

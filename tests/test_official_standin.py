@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import official  # noqa: E402
-
 from samv2_jax.modeling.transforms import preprocess_image  # noqa: E402
+
+import official  # noqa: E402
 
 official.install_torchvision_standin()
 from torchvision.transforms import Normalize, Resize, ToTensor  # noqa: E402

@@ -127,8 +127,8 @@ PRESENT = 3.0
 
 
 def ours_for(official_pred, **kwargs):
-    from samv2_jax.weights.official import convert_state_dict
     from samv2_jax import Model, SAM2VideoPredictor
+    from samv2_jax.weights.official import convert_state_dict
 
     sd = {k: v.detach().cpu().numpy() for k, v in official_pred.state_dict().items()}
     cfg, params = convert_state_dict(sd, image_size=official_pred.image_size)

@@ -13,8 +13,8 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 PROG = "samv2"
 
@@ -46,9 +46,10 @@ def _run_convert(args) -> int:
 
 
 def _add_convert(sub) -> None:
-    p = sub.add_parser("convert", help="convert an official .pt checkpoint to a samv2-jax directory",
+    p = sub.add_parser("convert",
+                       help="convert an official .pt checkpoint to a samv2-jax directory",
                        description="Convert an official SAM 2 / SAM 2.1 checkpoint (.pt) into a "
-                                   "directory that samv2_jax.weights.store.load reads without torch.")
+                                   "directory that samv2_jax.load reads without torch.")
     p.add_argument("checkpoint", help="official checkpoint, e.g. sam2.1_hiera_tiny.pt")
     p.add_argument("out_dir", help="directory to write (config.json + params/)")
     p.add_argument("--image-size", type=_positive_int, default=None,
@@ -184,9 +185,9 @@ def _video_source(text: str):
 
 def _run_track(args) -> int:
     from samv2_jax.app.prompt_files import PromptSet, add_file, add_flags
-    from samv2_jax.predictors.streaming import StreamingTracker
     from samv2_jax.app.track_job import OutputPaths, track_video
     from samv2_jax.io.frames import open_video
+    from samv2_jax.predictors.streaming import StreamingTracker
 
     prompts = add_flags(PromptSet(), args.point, args.box, args.mask)
     if args.prompts:

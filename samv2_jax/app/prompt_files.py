@@ -103,7 +103,7 @@ class PromptSet:
 
     def check(self, height: int, width: int, num_frames: int | None = None) -> None:
         """Raise ValueError for prompts that do not fit a video of this size and length."""
-        for (f, o), e in sorted(self._entries.items()):
+        for (f, _o), e in sorted(self._entries.items()):
             where = e.where[0]
             if num_frames is not None and f >= num_frames:
                 raise ValueError(f"{where}: frame {f} is past the end of the video, which has "

@@ -17,15 +17,15 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from samv2_jax.app.prompt_files import PromptSet
-from samv2_jax.predictors.streaming import StreamingTracker
 from samv2_jax.io.frames import VideoReader, preprocess_frame
+from samv2_jax.predictors.streaming import StreamingTracker
 
 _END = object()
 # How much nicer than the tracker the reader and writer threads run. XLA splits each operation

@@ -24,9 +24,10 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -138,7 +139,7 @@ class VideoReader:
         self._frames = frames
         self._close = close
 
-    def __iter__(self) -> "VideoReader":
+    def __iter__(self) -> VideoReader:
         return self
 
     def __next__(self) -> np.ndarray:
@@ -152,7 +153,7 @@ class VideoReader:
             self._close()
             self._close = None
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,14 +12,15 @@ Only numpy, Pillow and PyAV are needed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import io
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -173,10 +174,8 @@ def write_label_png(path, labels: np.ndarray) -> None:
                 os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -545,7 +544,5 @@ class ResultsJsonWriter:
     def __del__(self):
         fd = getattr(self, "_fd", None)
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

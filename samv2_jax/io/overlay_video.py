@@ -9,6 +9,7 @@ descriptor by an encoder with no frame delay: once `write()` returns for frame k
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -379,9 +380,7 @@ class OverlayVideoWriter:
     def __del__(self):
         fd = getattr(self, "_fd", None)
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from samv2_jax.config import HieraBlockSpec, HieraConfig
-from samv2_jax.modeling.layers import chunked_rows, conv2d, dot_product_attention, gelu, layer_norm, linear, mlp
+from samv2_jax.modeling.layers import (
+    LN2D_EPS,
+    chunked_rows,
+    conv2d,
+    dot_product_attention,
+    gelu,
+    layer_norm,
+    linear,
+    mlp,
+)
 from samv2_jax.modeling.transforms import resize_bicubic
-
-_NORM_EPS = 1e-6
 
 
 def max_pool(x, stride: tuple[int, int]):
@@ -56,7 +63,7 @@ def multiscale_attention(p, spec: HieraBlockSpec, x):
 
 def multiscale_block(p, spec: HieraBlockSpec, x):
     shortcut = x
-    x = layer_norm(p["norm1"], x, _NORM_EPS)
+    x = layer_norm(p["norm1"], x, LN2D_EPS)
     if spec.dim != spec.dim_out:
         shortcut = linear(p["proj"], x)
         if spec.q_stride:
@@ -73,7 +80,7 @@ def multiscale_block(p, spec: HieraBlockSpec, x):
 
     x = shortcut + x
     return x + chunked_rows(
-        lambda t: mlp(p["mlp"], layer_norm(p["norm2"], t, _NORM_EPS), 2, activation=gelu), x)
+        lambda t: mlp(p["mlp"], layer_norm(p["norm2"], t, LN2D_EPS), 2, activation=gelu), x)
 
 
 def position_embedding(p, cfg: HieraConfig, hw: tuple[int, int], dtype):

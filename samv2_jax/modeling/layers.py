@@ -49,6 +49,13 @@ def conv_transpose_2x2(p, x):
     return y + p["bias"].astype(x.dtype)
 
 
+# The two LayerNorm epsilons of SAM 2: torch's nn.LayerNorm default (two-way transformer,
+# memory attention), and 1e-6 (the official LayerNorm2d, and Hiera's and the memory
+# encoder's norms).
+LN_EPS = 1e-5
+LN2D_EPS = 1e-6
+
+
 def layer_norm(p, x, eps: float):
     """LayerNorm over the last axis (also the official LayerNorm2d in channels-last)."""
     xf = x.astype(jnp.float32)

@@ -7,10 +7,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from samv2_jax.config import MaskDecoderConfig
-from samv2_jax.modeling.layers import conv_transpose_2x2, gelu, layer_norm, linear, mlp
+from samv2_jax.modeling.layers import LN2D_EPS, conv_transpose_2x2, gelu, layer_norm, linear, mlp
 from samv2_jax.modeling.two_way_transformer import two_way_transformer
-
-_LN2D_EPS = 1e-6
 
 
 def stability_scores(mask_logits, delta: float):
@@ -61,10 +59,10 @@ def predict_masks(p, cfg: MaskDecoderConfig, image_embeddings, image_pe, sparse,
     up = p["output_upscaling"]
     if cfg.use_high_res_features:
         feat_s0, feat_s1 = high_res_features
-        x = gelu(layer_norm(up["1"], conv_transpose_2x2(up["0"], src) + feat_s1, _LN2D_EPS))
+        x = gelu(layer_norm(up["1"], conv_transpose_2x2(up["0"], src) + feat_s1, LN2D_EPS))
         x = gelu(conv_transpose_2x2(up["3"], x) + feat_s0)
     else:
-        x = gelu(layer_norm(up["1"], conv_transpose_2x2(up["0"], src), _LN2D_EPS))
+        x = gelu(layer_norm(up["1"], conv_transpose_2x2(up["0"], src), LN2D_EPS))
         x = gelu(conv_transpose_2x2(up["3"], x))
 
     hyper = jnp.stack(

@@ -14,10 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.modeling.layers import dot_product_attention, layer_norm, linear
+from samv2_jax.modeling.layers import LN_EPS, dot_product_attention, layer_norm, linear
 from samv2_jax.modeling.rope import apply_rope, apply_rope_frames, axial_cos_sin
 
-_LN_EPS = 1e-5  # torch's default nn.LayerNorm eps
 _INPUT_POS_SCALE = 0.1
 
 
@@ -67,14 +66,14 @@ def memory_attention_layer(p, cfg: SAM2Config, x, memory, memory_pos, rope, num_
     """One pre-norm layer. The queries' PE is not added here (it entered at the input);
     self-attention positions come from RoPE alone."""
     heads = cfg.memory.attention_num_heads
-    h = layer_norm(p["norm1"], x, _LN_EPS)
+    h = layer_norm(p["norm1"], x, LN_EPS)
     x = x + rope_attention(p["self_attn"], h, h, h, heads, rope)
 
-    h = layer_norm(p["norm2"], x, _LN_EPS)
+    h = layer_norm(p["norm2"], x, LN_EPS)
     x = x + rope_attention(p["cross_attn_image"], h, memory + memory_pos, memory, heads, rope,
                            num_k_rope, memory_valid)
 
-    h = layer_norm(p["norm3"], x, _LN_EPS)
+    h = layer_norm(p["norm3"], x, LN_EPS)
     h = linear(p["linear2"], jax.nn.relu(linear(p["linear1"], h)))
     return x + h
 
@@ -113,4 +112,4 @@ def memory_attention(p, cfg: SAM2Config, curr, curr_pos, memory, memory_pos,
         x = memory_attention_layer(p["layers"][str(i)], cfg, x, memory, memory_pos, rope,
                                    num_k_rope, memory_valid)
     x = jnp.broadcast_to(x, (memory.shape[0], *x.shape[1:]))
-    return layer_norm(p["norm"], x, _LN_EPS)
+    return layer_norm(p["norm"], x, LN_EPS)

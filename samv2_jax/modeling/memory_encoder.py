@@ -14,11 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.modeling.layers import conv1x1, conv2d, gelu, layer_norm, linear
+from samv2_jax.modeling.layers import LN2D_EPS, conv1x1, conv2d, gelu, layer_norm, linear
 from samv2_jax.modeling.position_encoding import sine_grid
 from samv2_jax.modeling.transforms import resize_bilinear
-
-_LN_EPS = 1e-6  # LayerNorm2d's eps, also in the fuser blocks
 
 
 def _num_downsample_steps(cfg: SAM2Config) -> int:
@@ -39,7 +37,7 @@ def mask_downsampler(p, cfg: SAM2Config, masks):
     for k in range(steps):
         x = conv2d(p[str(3 * k)], x, stride=m.mask_downsampler_stride,
                    padding=m.mask_downsampler_padding)
-        x = gelu(layer_norm(p[str(3 * k + 1)], x, _LN_EPS))
+        x = gelu(layer_norm(p[str(3 * k + 1)], x, LN2D_EPS))
     return conv1x1(p[str(3 * steps)], x)
 
 
@@ -47,7 +45,7 @@ def cx_block(p, x, kernel: int):
     """ConvNeXt block: depthwise conv, norm, 4x MLP with GELU, per-channel gamma, residual."""
     c = x.shape[-1]
     h = conv2d(p["dwconv"], x, padding=kernel // 2, groups=c)
-    h = layer_norm(p["norm"], h, _LN_EPS)
+    h = layer_norm(p["norm"], h, LN2D_EPS)
     h = linear(p["pwconv2"], gelu(linear(p["pwconv1"], h)))
     return x + p["gamma"].astype(h.dtype) * h
 

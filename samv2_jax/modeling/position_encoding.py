@@ -30,7 +30,8 @@ def sine_grid(h: int, w: int, num_pos_feats: int, temperature: float = 10000.0) 
 
     py, px = interleave(y), interleave(x)
     grid = np.concatenate(
-        [np.broadcast_to(py[:, None, :], (h, w, half)), np.broadcast_to(px[None, :, :], (h, w, half))],
+        [np.broadcast_to(py[:, None, :], (h, w, half)),
+         np.broadcast_to(px[None, :, :], (h, w, half))],
         axis=-1,
     )
     return grid.astype(np.float32)

@@ -9,10 +9,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.modeling.layers import conv1x1, gelu, layer_norm, patchify_conv
+from samv2_jax.modeling.layers import LN2D_EPS, conv1x1, gelu, layer_norm, patchify_conv
 from samv2_jax.modeling.position_encoding import random_fourier_encode, random_fourier_grid
-
-_LN2D_EPS = 1e-6
 
 
 def dense_pe(p, cfg: SAM2Config):
@@ -55,8 +53,8 @@ def embed_mask(p, masks):
     """masks [B, 4E, 4E] logits -> [B, E, E, C]."""
     seq = p["mask_downscaling"]
     x = masks[..., None].astype(jnp.float32)
-    x = gelu(layer_norm(seq["1"], patchify_conv(seq["0"], x, 2), _LN2D_EPS))
-    x = gelu(layer_norm(seq["4"], patchify_conv(seq["3"], x, 2), _LN2D_EPS))
+    x = gelu(layer_norm(seq["1"], patchify_conv(seq["0"], x, 2), LN2D_EPS))
+    x = gelu(layer_norm(seq["4"], patchify_conv(seq["3"], x, 2), LN2D_EPS))
     return conv1x1(seq["6"], x)
 
 

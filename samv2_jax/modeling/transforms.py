@@ -7,7 +7,8 @@ static shapes, reproducing torch's float arithmetic, then applied with gathers o
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -218,7 +219,8 @@ def preprocess_image(image, image_size: int) -> jax.Array:
         )
     if image.dtype != jnp.uint8:
         raise TypeError(
-            f"expected a uint8 image, got dtype {image.dtype}; see samv2_jax.predictors.inputs.as_rgb_uint8 to convert"
+            f"expected a uint8 image, got dtype {image.dtype}; see "
+            "samv2_jax.predictors.inputs.as_rgb_uint8 to convert"
         )
     x = image.astype(jnp.float32) / jnp.float32(255)
     x = resize_bilinear(x, (image_size, image_size), antialias=True)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from samv2_jax.modeling.layers import dot_product_attention, layer_norm, linear, mlp
-
-_LN_EPS = 1e-5  # the decoder uses torch's default LayerNorm eps
+from samv2_jax.modeling.layers import LN_EPS, dot_product_attention, layer_norm, linear, mlp
 
 
 def attention(p, q, k, v, num_heads: int):
@@ -27,18 +25,18 @@ def two_way_block(p, queries, keys, query_pe, key_pe, num_heads: int, skip_first
     else:
         q = queries + query_pe
         queries = queries + attention(p["self_attn"], q, q, queries, num_heads)
-    queries = layer_norm(p["norm1"], queries, _LN_EPS)
+    queries = layer_norm(p["norm1"], queries, LN_EPS)
 
     q, k = queries + query_pe, keys + key_pe
     queries = queries + attention(p["cross_attn_token_to_image"], q, k, keys, num_heads)
-    queries = layer_norm(p["norm2"], queries, _LN_EPS)
+    queries = layer_norm(p["norm2"], queries, LN_EPS)
 
     queries = queries + mlp(p["mlp"], queries, 2)
-    queries = layer_norm(p["norm3"], queries, _LN_EPS)
+    queries = layer_norm(p["norm3"], queries, LN_EPS)
 
     q, k = queries + query_pe, keys + key_pe
     keys = keys + attention(p["cross_attn_image_to_token"], k, q, queries, num_heads)
-    keys = layer_norm(p["norm4"], keys, _LN_EPS)
+    keys = layer_norm(p["norm4"], keys, LN_EPS)
     return queries, keys
 
 
@@ -55,5 +53,5 @@ def two_way_transformer(p, image_embedding, image_pe, point_embedding, depth: in
                                       key_pe, num_heads, skip_first_pe=(i == 0))
     q, k = queries + point_embedding, keys + key_pe
     queries = queries + attention(p["final_attn_token_to_image"], q, k, keys, num_heads)
-    queries = layer_norm(p["norm_final_attn"], queries, _LN_EPS)
+    queries = layer_norm(p["norm_final_attn"], queries, LN_EPS)
     return queries, keys

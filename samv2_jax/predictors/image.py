@@ -5,7 +5,8 @@ as thin host-side bookkeeping over that core."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -214,7 +215,8 @@ def _prepare_prompts(point_coords, point_labels, box, orig_hw, image_size, norma
     if box is not None:
         box = np.asarray(box, dtype=np.float32)
         if box.shape[-1] != 4 or box.ndim not in (1, 2):
-            raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1) or Bx4, got shape {box.shape}")
+            raise ValueError("box must be 4 numbers (x0, y0, x1, y1) or Bx4, got shape "
+                             f"{box.shape}")
         corners = transform_coords(box.reshape(-1, 2, 2), orig_hw, image_size, normalize_coords)
         corner_labels = np.tile(np.array([[2, 3]], np.int32), (corners.shape[0], 1))
         if coords is None:

@@ -7,7 +7,7 @@ Errors name what was wrong and what to pass instead; nothing here touches files.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,9 +47,9 @@ def as_points(points, labels):
 
 def check_labels(labels) -> None:
     labels = np.asarray(labels)
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ValueError("point labels must be integers (-1, 0, 1, 2 or 3)")
+    fractional = labels.size and not np.issubdtype(labels.dtype, np.integer)
+    if fractional and not np.all(np.equal(np.mod(labels, 1), 0)):
+        raise ValueError("point labels must be integers (-1, 0, 1, 2 or 3)")
     bad = sorted(set(np.unique(labels).tolist()) - set(POINT_LABELS))
     if bad:
         raise ValueError(f"unknown point labels {bad}: point labels must be 1 (foreground), "

@@ -10,9 +10,9 @@ memory. `bank` is a public attribute: read it, edit it, or replace it between fr
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,11 +21,23 @@ from samv2_jax.modeling.image_encoder import encode_image
 from samv2_jax.modeling.mask_postprocess import to_video_res
 from samv2_jax.modeling.memory_encoder import encode_memory
 from samv2_jax.predictors.inputs import as_points, mask_prompt_to_input, with_box
-from samv2_jax.tracking.bank import (MemoryBank, append_objects, demote_prompted, empty_bank,
-                                     streaming_slot, take_objects, write_object)
+from samv2_jax.tracking.bank import (
+    MemoryBank,
+    append_objects,
+    demote_prompted,
+    empty_bank,
+    streaming_slot,
+    take_objects,
+    write_object,
+)
 from samv2_jax.tracking.policies import MemoryPolicy, OfficialPolicy
-from samv2_jax.tracking.step import (NO_OBJ_SCORE, decode_frame, track_image_step_inplace,
-                                     track_step_inplace, use_multimask)
+from samv2_jax.tracking.step import (
+    NO_OBJ_SCORE,
+    decode_frame,
+    track_image_step_inplace,
+    track_step_inplace,
+    use_multimask,
+)
 from samv2_jax.weights.store import Model
 
 _UNBOUNDED = 2**30

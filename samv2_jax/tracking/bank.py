@@ -14,7 +14,7 @@ the same on both. Every function here is pure: it returns a new bank.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.struct
 import jax

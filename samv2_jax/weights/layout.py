@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,8 @@ def _slots(offset: int, period: int = 3, count: int = 20) -> str:
 
 
 _ATTN = r"(?:q|k|v|out)_proj"
-_TWO_WAY_ATTN = (r"(?:layers\.\d+\.(?:self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
+_TWO_WAY_ATTN = (r"(?:layers\.\d+\."
+                 r"(?:self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
                  r"|final_attn_token_to_image)")
 
 LAYOUT_RULES: tuple[LayoutRule, ...] = (
@@ -81,7 +83,8 @@ LAYOUT_RULES: tuple[LayoutRule, ...] = (
     # learned tokens and free tensors: used as stored (rows are tokens, last axis channels)
     LayoutRule(r"sam_prompt_encoder\.(?:point_embeddings\.\d+|not_a_point_embed|no_mask_embed)"
                r"\.weight", "keep", 0.02),
-    LayoutRule(r"sam_mask_decoder\.(?:iou_token|mask_tokens|obj_score_token)\.weight", "keep", 0.02),
+    LayoutRule(r"sam_mask_decoder\.(?:iou_token|mask_tokens|obj_score_token)\.weight", "keep",
+               0.02),
     # Random Fourier frequencies: their unit scale sets the positional encoding's bandwidth.
     LayoutRule(r"sam_prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix", "keep", 1.0),
     LayoutRule(r"maskmem_tpos_enc|no_mem_embed|no_mem_pos_enc|no_obj_ptr|no_obj_embed_spatial",
@@ -89,7 +92,8 @@ LAYOUT_RULES: tuple[LayoutRule, ...] = (
     # nn.Linear
     LayoutRule(r"image_encoder\.trunk\.blocks\.\d+\.(?:attn\.qkv|attn\.proj|mlp\.layers\.\d+|proj)"
                r"\.weight", "linear", "fan_in"),
-    LayoutRule(rf"sam_mask_decoder\.transformer\.{_TWO_WAY_ATTN}\.{_ATTN}\.weight", "linear", "fan_in"),
+    LayoutRule(rf"sam_mask_decoder\.transformer\.{_TWO_WAY_ATTN}\.{_ATTN}\.weight", "linear",
+               "fan_in"),
     LayoutRule(r"sam_mask_decoder\.transformer\.layers\.\d+\.mlp\.layers\.\d+\.weight", "linear",
                "fan_in"),
     LayoutRule(r"sam_mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head"
@@ -107,7 +111,8 @@ LAYOUT_RULES: tuple[LayoutRule, ...] = (
     LayoutRule(r"image_encoder\.neck\.convs\.\d+\.conv\.weight", "conv", "fan_in"),
     LayoutRule(r"sam_prompt_encoder\.mask_downscaling\.[036]\.weight", "conv", "fan_in"),
     LayoutRule(r"sam_mask_decoder\.conv_s[01]\.weight", "conv", "fan_in"),
-    LayoutRule(rf"memory_encoder\.mask_downsampler\.encoder\.{_slots(0)}\.weight", "conv", "fan_in"),
+    LayoutRule(rf"memory_encoder\.mask_downsampler\.encoder\.{_slots(0)}\.weight", "conv",
+               "fan_in"),
     LayoutRule(r"memory_encoder\.(?:pix_feat_proj|out_proj)\.weight", "conv", "fan_in"),
     LayoutRule(r"memory_encoder\.fuser\.layers\.\d+\.dwconv\.weight", "conv", "fan_in"),
     LayoutRule(r"mask_downsample\.weight", "conv", "fan_in"),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         torch = _import_torch()
     except ImportError:
-        # --- torch-free fallback (convert/torch_free.py): a zip checkpoint reads without torch
+        # --- torch-free fallback (weights/torch_free.py): a zip checkpoint reads without torch
         if not head.startswith(_ZIP_MAGIC):
             raise
         from samv2_jax.weights.torch_free import read_state_dict_without_torch
@@ -74,7 +75,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         sd = read_state_dict_without_torch(path)
         if not any(k.startswith("image_encoder.") for k in sd):
             raise ValueError(f"{str(path)!r} holds no SAM 2 tensors: expected keys like "
-                             f"{_EXAMPLE_KEY!r}, found {_few(list(sd)) or 'an empty dict'}")
+                             f"{_EXAMPLE_KEY!r}, found {_few(list(sd)) or 'an empty dict'}"
+                             ) from None
         return {k: v.astype(np.float32, copy=False) if v.dtype.kind == "f" else v
                 for k, v in sd.items()}
         # --- end of the torch-free fallback
@@ -108,8 +110,9 @@ def _tensors_of(obj: Any, path: Path) -> dict[str, np.ndarray]:
     elif isinstance(obj, Mapping):
         sd = obj
     else:
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict; expected "
-                         "{'model': state_dict} as in the official checkpoints, or a bare state dict")
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict; "
+                         "expected {'model': state_dict} as in the official checkpoints, or a "
+                         "bare state dict")
     if not any(isinstance(k, str) and k.startswith("image_encoder.") for k in sd):
         raise ValueError(
             f"{str(path)!r} holds no SAM 2 tensors: expected keys like {_EXAMPLE_KEY!r} (inside "
@@ -148,7 +151,8 @@ def _problems(shapes: Mapping[str, tuple], cfg: SAM2Config) -> list[str]:
     if missing:
         out.append(f"{len(missing)} missing key(s): {_few(missing)}")
     if wrong:
-        listed = ", ".join(f"{k!r} expected {expected[k]} found {tuple(shapes[k])}" for k in wrong[:5])
+        listed = ", ".join(f"{k!r} expected {expected[k]} found {tuple(shapes[k])}"
+                           for k in wrong[:5])
         more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
         out.append(f"{len(wrong)} shape mismatch(es): {listed}{more}")
     return out

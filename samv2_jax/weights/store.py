@@ -87,7 +87,8 @@ def _read_config(directory: Path) -> SAM2Config:
     try:
         meta = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(cfg_file)!r} is not valid JSON ({e}); convert the model again") from e
+        raise ValueError(f"{str(cfg_file)!r} is not valid JSON ({e}); convert the model "
+                         "again") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise ValueError(f"{str(cfg_file)!r} is not a samv2-jax model config (no "
                          f"\"format\": \"{FORMAT_NAME}\")")
@@ -123,8 +124,8 @@ def _load_directory(directory: Path, image_size: int | None) -> Model:
     found = {k: tuple(m.shape) for k, m in stored.items()}
     problems = _shape_problems(found, flatten(jax_param_shapes(config)))
     if problems:
-        raise ValueError(f"{CONFIG_FILE} in {str(directory)!r} (model {config.name}) does not match "
-                         "the stored tensors: " + "; ".join(problems))
+        raise ValueError(f"{CONFIG_FILE} in {str(directory)!r} (model {config.name}) does not "
+                         "match the stored tensors: " + "; ".join(problems))
     # Restoring straight into device arrays avoids a second host copy.
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = unflatten({k: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding)

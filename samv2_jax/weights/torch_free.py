@@ -15,9 +15,10 @@ import pickle
 import struct
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ _ALLOWED = {
 
 
 class _TensorUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: "_Archive"):
+    def __init__(self, data: bytes, archive: _Archive):
         super().__init__(io.BytesIO(data))
         self._archive = archive
         self._storages: dict[str, _Storage] = {}
@@ -208,8 +209,9 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, np.ndarray]:
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict; expected "
-                         "{'model': state_dict} as in the official checkpoints, or a bare state dict")
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict; "
+                         "expected {'model': state_dict} as in the official checkpoints, or a "
+                         "bare state dict")
     out = {}
     for k, v in obj.items():
         if not isinstance(v, np.ndarray):

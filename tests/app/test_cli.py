@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import official
 from samv2_jax.app.cli import build_parser, main
+
+import official
 
 NAME = "sam2_hiera_tiny"
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,8 +94,8 @@ def test_parser_lists_subcommands():
 
 
 def test_module_entry_point_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "samv2_jax.app.cli", "info", str(tmp_path / "x.pt")],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "samv2_jax.app.cli", "info",
+                           str(tmp_path / "x.pt")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("samv2: error: ") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -16,9 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
+from samv2_jax.app.cli import main
+
 import official
 from conftest import sample_image
-from samv2_jax.app.cli import main
 
 NAME = "sam2.1_hiera_tiny"
 SIZE = 64  # model input resolution: small keeps the end-to-end runs quick
@@ -154,8 +155,8 @@ def test_track_writes_the_python_api_masks(fmt, checkpoint, tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     frames = _decoded(video)
     assert len(frames) == n
-    from samv2_jax.predictors.streaming import Prompt
     from samv2_jax.io.frames import open_video
+    from samv2_jax.predictors.streaming import Prompt
 
     with open_video(str(video)) as r:
         num_frames = r.info.num_frames

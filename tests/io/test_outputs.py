@@ -17,9 +17,20 @@ import pytest
 from PIL import Image
 
 from samv2_jax.io import outputs
-from samv2_jax.io.outputs import (PALETTE, LabelPngWriter, OverlayVideoWriter, ResultsJsonWriter,
-                               label_map, mask_box, object_record, overlay, read_label_png,
-                               rle_decode, rle_encode, write_label_png)
+from samv2_jax.io.outputs import (
+    PALETTE,
+    LabelPngWriter,
+    OverlayVideoWriter,
+    ResultsJsonWriter,
+    label_map,
+    mask_box,
+    object_record,
+    overlay,
+    read_label_png,
+    rle_decode,
+    rle_encode,
+    write_label_png,
+)
 
 MODULE_FILE = Path(outputs.__file__)
 

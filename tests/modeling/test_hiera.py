@@ -14,11 +14,17 @@ import pytest
 import torch
 from sam2.modeling.backbones import utils as official_utils
 
+from samv2_jax.modeling.hiera import (
+    hiera,
+    max_pool,
+    position_embedding,
+    window_partition,
+    window_unpartition,
+)
+from samv2_jax.modeling.transforms import preprocess_image
+
 import official
 from conftest import converted_pair, sample_image
-from samv2_jax.modeling.hiera import hiera, max_pool, position_embedding, window_partition, \
-    window_unpartition
-from samv2_jax.modeling.transforms import preprocess_image
 
 TOL = 1e-4
 

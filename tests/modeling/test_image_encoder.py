@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import official
-from conftest import converted_pair, sample_image
 from samv2_jax.modeling.image_encoder import encode_image, fpn_neck, no_memory_features
 from samv2_jax.modeling.transforms import preprocess_image
+
+import official
+from conftest import converted_pair, sample_image
 
 TOL = 1e-4
 NAMES = ["sam2.1_hiera_tiny", "sam2_hiera_large"]

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-import official
-from conftest import converted_pair, sample_image
 from samv2_jax.modeling.mask_decoder import mask_decoder, predict_masks, stability_scores
 from samv2_jax.modeling.transforms import preprocess_image
+
+import official
+from conftest import converted_pair, sample_image
 
 TOL = 1e-4
 SIZE = 256

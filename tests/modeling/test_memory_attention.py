@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import official
-from conftest import converted_pair
 from samv2_jax.modeling.layers import dot_product_attention
 from samv2_jax.modeling.memory_attention import memory_attention
 from samv2_jax.modeling.rope import apply_rope, apply_rope_frames, axial_cos_sin
+
+import official
+from conftest import converted_pair
 
 TOL = 1e-4
 SIZE = 256

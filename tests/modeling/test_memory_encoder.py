@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from samv2_jax.modeling.memory_encoder import encode_memory, memory_encoder
+
 import official
 from conftest import converted_pair
-from samv2_jax.modeling.memory_encoder import encode_memory, memory_encoder
 
 TOL = 1e-4
 SIZE = 256

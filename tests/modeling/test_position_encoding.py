@@ -7,8 +7,13 @@ import pytest
 import torch
 from sam2.modeling.position_encoding import PositionEmbeddingRandom, PositionEmbeddingSine
 
+from samv2_jax.modeling.position_encoding import (
+    random_fourier_encode,
+    random_fourier_grid,
+    sine_grid,
+)
+
 import official
-from samv2_jax.modeling.position_encoding import random_fourier_encode, random_fourier_grid, sine_grid
 
 TOL = 1e-4
 

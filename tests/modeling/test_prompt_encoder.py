@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
+
 import official
 from conftest import converted_pair
-from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
 
 TOL = 1e-4
 NAME, SIZE = "sam2.1_hiera_tiny", 256

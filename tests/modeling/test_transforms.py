@@ -1,4 +1,5 @@
-"""samv2_jax.modeling.transforms against torch's F.interpolate and the official SAM 2 preprocessing."""
+"""samv2_jax.modeling.transforms against torch's F.interpolate and the official SAM 2
+preprocessing."""
 
 from __future__ import annotations
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import official
-from conftest import converted_pair, sample_image
 from samv2_jax.modeling.transforms import preprocess_image
 from samv2_jax.modeling.two_way_transformer import attention, two_way_block, two_way_transformer
+
+import official
+from conftest import converted_pair, sample_image
 
 TOL = 1e-4
 NAME, SIZE = "sam2.1_hiera_tiny", 256

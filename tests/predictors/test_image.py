@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from samv2_jax import SAM2ImagePredictor
+
 import official
 from conftest import converted_pair, sample_image
-from samv2_jax import SAM2ImagePredictor
 
 # Big models at reduced resolution, one small model at the full 1024.
 CASES = [

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from samv2_jax import SAM2ImagePredictor
+from samv2_jax.weights.layout import flatten, unflatten
+from samv2_jax.weights.store import Model
+
 import official
 from conftest import converted_pair, sample_image
-from samv2_jax import SAM2ImagePredictor
-from samv2_jax.weights.store import Model
-from samv2_jax.weights.layout import flatten, unflatten
 
 NAME, SIZE = "sam2.1_hiera_tiny", 256
 H, W = 200, 300
@@ -106,7 +107,7 @@ BAD_PROMPTS = {
     "boxes and point sets of different counts": (
         dict(box=[[1.0, 2.0, 30.0, 40.0], [5.0, 6.0, 70.0, 80.0]], **POINT), r"box"),
     "mask_input of the wrong size": (dict(mask_input=np.zeros((1, LOW // 2, LOW // 2))),
-                                     r"mask_input must be 1x%dx%d" % (LOW, LOW)),
+                                     rf"mask_input must be 1x{LOW}x{LOW}"),
     "NaN coordinates": (dict(point_coords=[[np.nan, 20.0]], point_labels=[1]), r"NaN"),
     "infinite coordinates": (dict(point_coords=[[10.0, np.inf]], point_labels=[1]), r"infinity"),
     "NaN box": (dict(box=[np.nan, 2.0, 30.0, 40.0]), r"NaN"),

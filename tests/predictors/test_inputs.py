@@ -12,7 +12,6 @@ from PIL import Image
 
 from samv2_jax.predictors import inputs as T
 
-
 # ---------------------------------------------------------------------------------- coords
 
 
@@ -28,7 +27,8 @@ def test_transform_coords_numpy_and_jax():
     assert isinstance(out_jax, jax.Array)
     np.testing.assert_allclose(np.asarray(out_jax), expect, rtol=1e-6)
 
-    jitted = jax.jit(T.transform_coords, static_argnums=(1, 2))(jnp.asarray(pts), (1200, 1800), 1024)
+    jitted = jax.jit(T.transform_coords, static_argnums=(1, 2))(jnp.asarray(pts), (1200, 1800),
+                                                                  1024)
     np.testing.assert_allclose(np.asarray(jitted), expect, rtol=1e-6)
 
     unit = np.array([[0.25, 0.5]], np.float32)

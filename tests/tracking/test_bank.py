@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from samv2_jax.config import get_config
-from samv2_jax.tracking.bank import (append_objects, demote_prompted, empty_bank, find_frame,
-                                     forget, streaming_slot, take_objects, write, write_object)
+from samv2_jax.tracking.bank import (
+    append_objects,
+    demote_prompted,
+    empty_bank,
+    find_frame,
+    forget,
+    streaming_slot,
+    take_objects,
+    write,
+    write_object,
+)
 
 CFG = get_config("sam2.1_hiera_tiny", image_size=64)
 E, D, H = CFG.embedding_size, CFG.memory.mem_dim, CFG.hidden_dim

@@ -71,8 +71,8 @@ def test_objects_batched_give_the_same_masks(model, frames):
 
 def test_scan_over_frames_matches_the_streaming_tracker(model, frames):
     from samv2_jax import Prompt, StreamingTracker
-    from samv2_jax.tracking.step import track_frames
     from samv2_jax.io.frames import preprocess_frame
+    from samv2_jax.tracking.step import track_frames
 
     tracker = StreamingTracker(model, num_frames=len(frames))
     tracker.track(frames[0], {1: Prompt(points=[[40, 30]], labels=[1])})

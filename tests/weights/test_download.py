@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-import official
-from samv2_jax.weights import download as models
-from samv2_jax.weights.store import load
 from samv2_jax.config import PRESETS
+from samv2_jax.weights import download as models
 from samv2_jax.weights.download import OFFICIAL, OfflineError, cache_dir, download, resolve_model
 from samv2_jax.weights.layout import flatten
+from samv2_jax.weights.store import load
+
+import official
 
 NAME = "sam2.1_hiera_tiny"
 SMALL = "sam2_hiera_small"  # served as a small (non-SAM) torch zip where the content is moot

@@ -6,9 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-import official
-from samv2_jax.weights import layout as P
 from samv2_jax.config import PRESETS, config_from_state_dict, get_config
+from samv2_jax.weights import layout as P
+
+import official
 
 
 @pytest.mark.parametrize("name", official.MODEL_NAMES)
@@ -50,7 +51,8 @@ def test_layout_round_trip_on_official_tensors():
 def test_layout_rules_move_axes_as_documented():
     rng = np.random.default_rng(0)
     lin = rng.standard_normal((6, 4))
-    assert np.array_equal(P.to_jax_layout("image_encoder.trunk.blocks.0.attn.qkv.weight", lin), lin.T)
+    got = P.to_jax_layout("image_encoder.trunk.blocks.0.attn.qkv.weight", lin)
+    assert np.array_equal(got, lin.T)
     conv = rng.standard_normal((8, 3, 7, 5))  # O I H W
     got = P.to_jax_layout("image_encoder.trunk.patch_embed.proj.weight", conv)
     assert got.shape == (7, 5, 3, 8) and got[2, 4, 1, 6] == conv[6, 1, 2, 4]
@@ -117,7 +119,8 @@ def test_jax_param_shapes_and_init_params():
     w = np.asarray(flat["memory_attention.layers.0.linear1.weight"])
     assert 0.5 / 16 < w.std() < 2 / 16  # ~ 1/sqrt(fan_in=256)
     again = P.flatten(P.init_params(cfg, jax.random.PRNGKey(0)))
-    assert np.array_equal(np.asarray(again[k := "obj_ptr_proj.layers.0.weight"]), np.asarray(flat[k]))
+    k = "obj_ptr_proj.layers.0.weight"
+    assert np.array_equal(np.asarray(again[k]), np.asarray(flat[k]))
     other = P.flatten(P.init_params(cfg, jax.random.PRNGKey(1)))
     assert not np.array_equal(np.asarray(other[k]), np.asarray(flat[k]))
 

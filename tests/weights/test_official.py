@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import official
-from samv2_jax.weights.official import convert_checkpoint, convert_state_dict, read_state_dict
 from samv2_jax.config import get_config
 from samv2_jax.weights.layout import flatten
+from samv2_jax.weights.official import convert_checkpoint, convert_state_dict, read_state_dict
+
+import official
 
 NAME = "sam2.1_hiera_tiny"
 SIZE = 256

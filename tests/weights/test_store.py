@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import official
-from samv2_jax.weights.official import convert_state_dict
-from samv2_jax.weights.store import Model, load, save_model
 from samv2_jax.config import get_config
 from samv2_jax.weights.layout import flatten, init_params
+from samv2_jax.weights.official import convert_state_dict
+from samv2_jax.weights.store import Model, load, save_model
+
+import official
 
 NAME = "sam2.1_hiera_tiny"
 
@@ -104,8 +105,8 @@ def test_config_that_does_not_match_tensors(saved, tmp_path):
     meta = json.loads((out / "config.json").read_text())
     meta["config"] = get_config("sam2.1_hiera_small").to_dict()
     (out / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="config.json.*sam2.1_hiera_small.*does not match the stored "
-                                         "tensors.*missing.*image_encoder.trunk.blocks.12"):
+    with pytest.raises(ValueError, match="config.json.*sam2.1_hiera_small.*does not match the "
+                                         "stored tensors.*missing.*image_encoder.trunk.blocks.12"):
         load(out)
 
 
@@ -148,8 +149,8 @@ def test_pt_without_torch_says_how_to_fix(sd, tmp_path, monkeypatch):
 
 
 def test_torch_is_not_imported_by_the_package():
-    code = ("import sys, samv2_jax.weights.store, samv2_jax.weights.layout, samv2_jax.app.cli, samv2_jax.weights.official, convert;"
-            "print('torch' in sys.modules)")
+    code = ("import sys, samv2_jax.weights.store, samv2_jax.weights.layout, samv2_jax.app.cli, "
+            "samv2_jax.weights.official, convert; print('torch' in sys.modules)")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=root)

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-import official
 from samv2_jax.weights import official as conv
-from samv2_jax.weights.torch_free import read_state_dict_without_torch
-from samv2_jax.weights.store import load
 from samv2_jax.weights.layout import flatten
+from samv2_jax.weights.store import load
+from samv2_jax.weights.torch_free import read_state_dict_without_torch
+
+import official
 
 NAME = "sam2.1_hiera_tiny"
 
@@ -31,7 +32,7 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
 def _assert_same_as_torch_load(path):
     ours = read_state_dict_without_torch(path)
     ref = torch.load(path, map_location="cpu", weights_only=True)
-    ref = ref["model"] if "model" in ref else ref
+    ref = ref.get("model", ref)
     assert list(ours) == list(ref)
     for k, t in ref.items():
         want = _as_numpy(t)
@@ -102,7 +103,8 @@ def test_load_without_torch_gives_same_params(sam_pt, monkeypatch):
 
     monkeypatch.setattr(conv, "_import_torch", no_torch)
     sd = conv.read_state_dict(sam_pt)
-    assert sd[conv._EXAMPLE_KEY].dtype == np.float32 and sd[conv._EXAMPLE_KEY].shape == (96, 3, 7, 7)
+    key = conv._EXAMPLE_KEY
+    assert sd[key].dtype == np.float32 and sd[key].shape == (96, 3, 7, 7)
     without = flatten(load(sam_pt).params)
     assert set(without) == set(with_torch)
     for k, v in with_torch.items():
@@ -252,8 +254,8 @@ def test_other_storage_types_are_refused(tmp_path):
 def saved(tmp_path):
     g = torch.Generator().manual_seed(1)
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": {"a": torch.randn(64, 64, generator=g), "b": torch.randn(10, generator=g)}},
-               path)
+    tensors = {"a": torch.randn(64, 64, generator=g), "b": torch.randn(10, generator=g)}
+    torch.save({"model": tensors}, path)
     return path
 
 

@@ -7,8 +7,12 @@ one part and keep the rest.
 """
 
 from samv2_jax.tracking.policies.base import MemoryPolicy, MemorySelection
-from samv2_jax.tracking.policies.official import (OfficialPolicy, closest_prompted,
-                                                  select_pointers, select_spatial)
+from samv2_jax.tracking.policies.official import (
+                                                  OfficialPolicy,
+                                                  closest_prompted,
+                                                  select_pointers,
+                                                  select_spatial,
+)
 
 __all__ = ["MemoryPolicy", "MemorySelection", "OfficialPolicy", "closest_prompted",
            "select_pointers", "select_spatial"]

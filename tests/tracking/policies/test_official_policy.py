@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-import official
 from samv2_jax.config import get_config
 from samv2_jax.tracking.bank import empty_bank, forget, write
 from samv2_jax.tracking.policies import OfficialPolicy
+
+import official
 
 MODEL = "sam2.1_hiera_tiny"
 SIZE = 64               # the selection does not depend on it; small keeps the build fast
@@ -410,9 +411,10 @@ def test_track_step_uses_a_custom_policy():
     """`track_step` takes the selection policy as an argument: one returning the official
     selection changes nothing, one that keeps only the prompted memory changes the output;
     equal parametrised policies share one compiled step, a new parameter compiles anew."""
-    from conftest import converted_pair
     from samv2_jax.modeling.image_encoder import encode_image
     from samv2_jax.tracking.step import track_step
+
+    from conftest import converted_pair
 
     _, model = converted_pair(MODEL, SIZE)
     cfg, params = model.config, model.params
