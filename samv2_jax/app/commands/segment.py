@@ -1,0 +1,116 @@
+"""`samv2 segment`: one image from clicks and/or a box."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from samv2_jax.app.options import add_model_options, load_model, prepare_out_dir, select_device
+
+_XY = re.compile(r"^([-+]?\d*\.?\d+),([-+]?\d*\.?\d+)(?::(-?\d+))?$")
+
+
+def _parse_segment_prompts(args):
+    import numpy as np
+
+    pts, labels = [], []
+    for text in args.point:
+        m = _XY.match(text.strip())
+        if not m:
+            raise ValueError(f"--point {text!r}: expected X,Y[:LABEL], e.g. 320,240 or 50,60:0")
+        label = 1 if m.group(3) is None else int(m.group(3))
+        if label not in (0, 1):
+            raise ValueError(f"--point {text!r}: LABEL is 1 (on the object) or 0 (not on it)")
+        pts.append([float(m.group(1)), float(m.group(2))])
+        labels.append(label)
+    box = None
+    if args.box is not None:
+        try:
+            box = [float(v) for v in args.box.split(",")]
+        except ValueError:
+            box = []
+        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"--box {args.box!r}: expected X0,Y0,X1,Y1 with X1 > X0, Y1 > Y0")
+    if not pts and box is None:
+        raise ValueError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
+    return (np.asarray(pts, np.float32) if pts else None,
+            np.asarray(labels, np.int32) if pts else None,
+            np.asarray(box, np.float32) if box is not None else None)
+
+
+def _run_segment(args) -> int:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from samv2_jax.io import outputs
+    from samv2_jax.predictors.image import SAM2ImagePredictor
+
+    coords, labels, box = _parse_segment_prompts(args)
+    try:
+        with Image.open(args.image) as im:
+            image = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {args.image!r} does not exist") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{args.image!r} is not a readable image ({e})") from None
+    h, w = image.shape[:2]
+    for x, y in (coords if coords is not None else []):
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise ValueError(f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
+    if box is not None and (box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h):
+        raise ValueError(f"box {args.box} lies outside the {w}x{h} image")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out!r}: masks are written as PNG; use a .png name")
+    overlay_path = None if args.no_overlay else Path(
+        args.overlay or out.with_name(out.stem + "_overlay.png"))
+    created = prepare_out_dir(out.parent)
+    try:
+        select_device(args.device)
+        model = load_model(args)
+    except BaseException:
+        if created and not any(out.parent.iterdir()):
+            out.parent.rmdir()
+        raise
+    predictor = SAM2ImagePredictor(model)
+    predictor.set_image(image)
+    # One click is ambiguous (part, whole, ...): ask for three and keep the best, as SAM does.
+    multimask = args.all or (box is None and coords is not None and len(coords) == 1)
+    masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=box,
+                                         multimask_output=multimask)
+    order = np.argsort(-scores)
+    keep = order if args.all else order[:1]
+    written = []
+    for rank, i in enumerate(keep):
+        path = out if not args.all else out.with_name(f"{out.stem}_{rank}{out.suffix}")
+        outputs.write_label_png(path, masks[i].astype(np.uint8))
+        written.append(path)
+        print(f"{path}: score {scores[i]:.3f}, area {int(masks[i].sum())} px"
+              + (" (best)" if rank == 0 and len(keep) > 1 else ""))
+    if overlay_path is not None:
+        labels_map = outputs.label_map(masks[keep[:1]] > 0, [1])
+        Image.fromarray(outputs.overlay(image, labels_map)).save(overlay_path)
+        print(f"{overlay_path}: overlay of the best mask")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("segment", help="segment one image from points and/or a box",
+                       description="Segment an object in one image. One click gives the best "
+                                   "of three candidate masks; --all writes all three.",
+                       epilog="example:\n  samv2 segment photo.jpg --point 500,375 --out mask.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", help="image file (JPEG, PNG, ...)")
+    p.add_argument("--point", action="append", default=[], metavar="X,Y[:LABEL]",
+                   help="a click in image pixels; LABEL 1 = on the object (default), 0 = not; "
+                        "repeatable")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1", help="a box around the object")
+    p.add_argument("--out", required=True, help="mask PNG to write (0 = background, 1 = object)")
+    p.add_argument("--all", action="store_true",
+                   help="write all three candidates as OUT_0.png (best) .. OUT_2.png")
+    p.add_argument("--overlay", default=None,
+                   help="overlay picture to write (default: OUT_overlay.png)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write the overlay picture")
+    add_model_options(p)
+    p.set_defaults(func=_run_segment)
