@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import os
 import sys
@@ -7,8 +8,6 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-
-import contextlib
 
 import official  # noqa: E402
 
