@@ -101,8 +101,12 @@ class PromptSet:
     def obj_ids(self) -> list[int]:
         return sorted({o for _, o in self._entries})
 
-    def check(self, height: int, width: int, num_frames: int | None = None) -> None:
-        """Raise ValueError for prompts that do not fit a video of this size and length."""
+    def check(self, height: int, width: int, num_frames: int | None = None,
+              what: str = "frame") -> None:
+        """Raise ValueError for prompts that do not fit a video of this size and length
+        (`what` names the picture in messages: "frame" for videos, "image" for one image)."""
+        whole = "video" if what == "frame" else what
+        own = "the video's own pixels" if what == "frame" else f"the {what}'s pixels"
         for (f, _o), e in sorted(self._entries.items()):
             where = e.where[0]
             if num_frames is not None and f >= num_frames:
@@ -111,15 +115,16 @@ class PromptSet:
             for (x, y), w in zip(e.points, e.where):
                 if not (0 <= x <= width and 0 <= y <= height):
                     raise ValueError(f"{w}: point ({x:g}, {y:g}) is outside the {width}x{height} "
-                                     "frame; coordinates are in the video's own pixels")
+                                     f"{what}; coordinates are in {own}")
             if e.box is not None:
                 x0, y0, x1, y1 = e.box
                 if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
                     raise ValueError(f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside "
-                                     f"the {width}x{height} frame")
+                                     f"the {width}x{height} {what}")
             if e.mask is not None and e.mask.shape != (height, width):
                 raise ValueError(f"{where}: the mask is {e.mask.shape[1]}x{e.mask.shape[0]} but "
-                                 f"the video is {width}x{height}; give a mask of the frame's size")
+                                 f"the {whole} is {width}x{height}; give a mask of the {what}'s "
+                                 "size")
 
     def for_frame(self, frame: int) -> dict[int, Prompt]:
         out = {}
@@ -190,6 +195,27 @@ def add_flags(ps: PromptSet, points=(), boxes=(), masks=()) -> PromptSet:
             raise _bad("--mask", text, "FRAME:PATH.png[@OBJ], e.g. 0:first_mask.png")
         f, path, obj = m.groups()
         _add_mask_file(ps, int(f), None if obj is None else int(obj), path, f"--mask {text}")
+    return ps
+
+
+_IMAGE_POINT = re.compile(rf"^({_NUM}),({_NUM})(?::(-?\d+))?$")
+_IMAGE_BOX = re.compile(rf"^({_NUM}),({_NUM}),({_NUM}),({_NUM})$")
+
+
+def add_image_flags(ps: PromptSet, points=(), box: str | None = None) -> PromptSet:
+    """`samv2 segment`'s flags (one image: no frame, one object) into `ps`, as frame 0,
+    object 1: `--point X,Y[:LABEL]` (repeatable) and `--box X0,Y0,X1,Y1`."""
+    for text in points:
+        m = _IMAGE_POINT.match(text.strip())
+        if not m:
+            raise _bad("--point", text, "X,Y[:LABEL], e.g. 320,240 or 50,60:0")
+        x, y, lab = m.groups()
+        ps.add_point(0, 1, (x, y), 1 if lab is None else int(lab), f"--point {text}")
+    if box is not None:
+        m = _IMAGE_BOX.match(box.strip())
+        if not m:
+            raise _bad("--box", box, "X0,Y0,X1,Y1 with X1 > X0, Y1 > Y0")
+        ps.add_box(0, 1, m.groups(), f"--box {box}")
     return ps
 
 

@@ -219,34 +219,16 @@ def track_video(tracker: StreamingTracker, reader: VideoReader, prompts: PromptS
     stop = threading.Event()
     thread = threading.Thread(target=_reader, name="samv2-reader", daemon=True,
                               args=(reader, tracker.cfg.image_size, frames_in, stop, max_frames))
-    report = TrackReport()
     total = info.num_frames
     if max_frames is not None:
         total = max_frames if total is None else min(total, max_frames)
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True,
                desc="tracking")
-    start = time.perf_counter()
-    t2 = t_last = None
-    tracked = 0
+    report, clock = TrackReport(), _Clock()
     error: BaseException | None = None
     thread.start()
     try:
-        while True:
-            item = frames_in.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            idx, rgb, image = item
-            result = tracker.track(rgb, prompts.for_frame(idx), image=image)
-            writer.put((idx, rgb, result.obj_ids, result.masks, result.object_scores))
-            tracked += 1
-            t_last = time.perf_counter()
-            if tracked == 2:
-                t2 = t_last
-            bar.update(1)
-            if on_frame is not None:
-                on_frame(result)
+        _track_frames(tracker, frames_in, prompts, writer, bar, clock, on_frame)
     except KeyboardInterrupt:
         report.stopped = "interrupted"
         error = KeyboardInterrupt()
@@ -256,20 +238,66 @@ def track_video(tracker: StreamingTracker, reader: VideoReader, prompts: PromptS
     finally:
         stop.set()
         bar.close()
-        status = {"complete": report.stopped is None}
-        try:
-            writer.finish(status if report.stopped is None else
-                          {**status, "stopped": report.stopped,
-                           "frames_written": writer.done})
-        except BaseException as e:
-            if error is None:
-                report.stopped = f"error: {e}"
-                error = e
+        error = _finish(writer, report, error)
         report.frames = writer.done
-        report.seconds = time.perf_counter() - start
-        if t2 is not None and tracked > 2:
-            report.steady_fps = (tracked - 2) / (t_last - t2)
+        report.seconds, report.steady_fps = clock.seconds(), clock.steady_fps()
     if error is not None:
         error.report = report  # the caller says where the run stopped
         raise error
     return report
+
+
+class _Clock:
+    """Wall time of the run, and the frame rate after the first two frames (compilation)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.tracked = 0
+        self.t2 = self.t_last = None
+
+    def tick(self) -> None:
+        self.tracked += 1
+        self.t_last = time.perf_counter()
+        if self.tracked == 2:
+            self.t2 = self.t_last
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def steady_fps(self) -> float | None:
+        if self.t2 is None or self.tracked <= 2:
+            return None
+        return (self.tracked - 2) / (self.t_last - self.t2)
+
+
+def _track_frames(tracker, frames_in: queue.Queue, prompts: PromptSet, writer: _Writer, bar,
+                  clock: _Clock, on_frame) -> None:
+    """The main thread's loop: track each frame the reader hands over, pass it to the writer."""
+    while True:
+        item = frames_in.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        idx, rgb, image = item
+        result = tracker.track(rgb, prompts.for_frame(idx), image=image)
+        writer.put((idx, rgb, result.obj_ids, result.masks, result.object_scores))
+        clock.tick()
+        bar.update(1)
+        if on_frame is not None:
+            on_frame(result)
+
+
+def _finish(writer: _Writer, report: TrackReport, error: BaseException | None):
+    """Write what is queued and close every output, marking the JSON complete or where it
+    stopped; returns the error the run ends with (the first one)."""
+    status = {"complete": report.stopped is None}
+    if report.stopped is not None:
+        status.update(stopped=report.stopped, frames_written=writer.done)
+    try:
+        writer.finish(status)
+    except BaseException as e:
+        if error is None:
+            report.stopped = f"error: {e}"
+            error = e
+    return error

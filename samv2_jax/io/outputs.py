@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from samv2_jax.io.overlay_video import OverlayVideoWriter, _write_all
+from samv2_jax.io.files import write_all
+from samv2_jax.io.overlay_video import OverlayVideoWriter
 
 __all__ = [
     "PALETTE",
@@ -132,7 +133,7 @@ def _unnamed_file(folder: Path, data: bytes) -> Path | None:
     except OSError:
         return None  # a filesystem without unnamed files
     try:
-        _write_all(fd, data)
+        write_all(fd, data)
         tmp = _temp_name(folder / "x")
         # Named through /proc as a directory fd: that makes os.link call linkat() with
         # AT_SYMLINK_FOLLOW (plain link() would try to link the /proc entry itself).
@@ -169,7 +170,7 @@ def write_label_png(path, labels: np.ndarray) -> None:
             # O_EXCL with mode 0o666 leaves the permissions to the umask, as open() would.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
         os.replace(tmp, path)

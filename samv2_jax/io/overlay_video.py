@@ -18,16 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from samv2_jax.io.files import write_all
+
 __all__ = ["OverlayVideoWriter"]
 
 
 # --- overlay video: encoder plus a minimal per-frame muxer ------------------------------------
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
 
 def _annexb_nals(data: bytes) -> list[bytes]:
     """NAL units of an Annex B byte stream (start codes 00 00 01 / 00 00 00 01)."""
@@ -237,6 +233,45 @@ def _frame_rate(fps) -> Fraction:
     return exact.limit_denominator(1001)
 
 
+def _pick_codec(av, ext: str, codecs, codec: str | None) -> str:
+    """The requested encoder, or the first of the container's that this PyAV build has."""
+    if codec is None:
+        available = [c for c in codecs if c in av.codecs_available]
+        if not available:
+            raise RuntimeError(f"this PyAV build has none of the encoders {codecs} that "
+                               f"{ext} files can hold here")
+        return available[0]
+    if codec not in codecs:
+        raise ValueError(f"codec {codec!r} is not supported in {ext} files; choose one of "
+                         f"{', '.join(codecs)}")
+    if codec not in av.codecs_available:
+        raise ValueError(f"this PyAV build has no {codec!r} encoder")
+    return codec
+
+
+def _open_encoder(av, codec: str, width: int, height: int, rate: Fraction):
+    """An encoder that emits every frame at once (no B-frames, no look-ahead), yuv420p."""
+    cc = av.CodecContext.create(codec, "w")
+    cc.width, cc.height, cc.pix_fmt = width, height, "yuv420p"
+    cc.time_base = 1 / rate
+    cc.framerate = rate
+    cc.gop_size = max(1, round(2 * rate))  # a keyframe every ~2 s, for seeking
+    cc.max_b_frames = 0
+    if codec in ("libx264", "mpeg4"):
+        # Parameter sets go in the container header, as MP4 and Matroska expect.
+        cc.flags |= av.codec.context.Flags.global_header
+    if codec == "libx264":
+        cc.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "20"}
+    elif codec == "mpeg4":
+        cc.qscale = True
+        cc.global_quality = 3 * 118  # -q:v 3 (118 = FF_QP2LAMBDA)
+    else:
+        cc.options = {"lag-in-frames": "0", "deadline": "realtime", "cpu-used": "8"}
+        cc.bit_rate = max(1_000_000, int(width * height * float(rate) * 0.2))
+    cc.open()
+    return cc
+
+
 class OverlayVideoWriter:
     """Encode RGB frames into .mp4/.m4v/.mov (fragmented MP4) or .mkv/.webm (Matroska).
 
@@ -266,48 +301,17 @@ class OverlayVideoWriter:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.width, self.height = int(width), int(height)
         self.rate = _frame_rate(fps)
-        if codec is None:
-            available = [c for c in codecs if c in av.codecs_available]
-            if not available:
-                raise RuntimeError(f"this PyAV build has none of the encoders {codecs} that "
-                                   f"{ext} files can hold here")
-            codec = available[0]
-        elif codec not in codecs:
-            raise ValueError(f"codec {codec!r} is not supported in {ext} files; choose one of "
-                             f"{', '.join(codecs)}")
-        elif codec not in av.codecs_available:
-            raise ValueError(f"this PyAV build has no {codec!r} encoder")
-        self.codec = codec
+        self.codec = _pick_codec(av, ext, codecs, codec)
         self.coded_width = self.width + (self.width & 1)
         self.coded_height = self.height + (self.height & 1)
-
-        cc = av.CodecContext.create(codec, "w")
-        cc.width, cc.height, cc.pix_fmt = self.coded_width, self.coded_height, "yuv420p"
-        cc.time_base = 1 / self.rate
-        cc.framerate = self.rate
-        cc.gop_size = max(1, round(2 * self.rate))  # a keyframe every ~2 s, for seeking
-        cc.max_b_frames = 0
-        if codec in ("libx264", "mpeg4"):
-            # Parameter sets go in the container header, as MP4 and Matroska expect.
-            cc.flags |= av.codec.context.Flags.global_header
-        if codec == "libx264":
-            cc.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "20"}
-        elif codec == "mpeg4":
-            cc.qscale = True
-            cc.global_quality = 3 * 118  # -q:v 3 (118 = FF_QP2LAMBDA)
-        else:
-            cc.options = {"lag-in-frames": "0", "deadline": "realtime", "cpu-used": "8"}
-            cc.bit_rate = max(1_000_000, int(self.coded_width * self.coded_height
-                                             * float(self.rate) * 0.2))
-        cc.open()
-        self._cc = cc
-        extradata = bytes(cc.extradata or b"")
+        self._cc = _open_encoder(av, self.codec, self.coded_width, self.coded_height, self.rate)
+        extradata = bytes(self._cc.extradata or b"")
         if container == "mp4":
-            self._mux = _Mp4Muxer(codec, extradata, self.coded_width, self.coded_height,
+            self._mux = _Mp4Muxer(self.codec, extradata, self.coded_width, self.coded_height,
                                   self.rate)
         else:
-            self._mux = _MatroskaMuxer(codec, extradata, self.coded_width, self.coded_height,
-                                       self.rate, container)
+            self._mux = _MatroskaMuxer(self.codec, extradata, self.coded_width,
+                                       self.coded_height, self.rate, container)
         self._av = av
         self._fd: int | None = None
         self._failed: str | None = None
@@ -323,7 +327,7 @@ class OverlayVideoWriter:
 
     def _append(self, data: bytes) -> None:
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
         except OSError as e:
             # Cut back the partial fragment, so the file still ends on a whole frame.
             try:

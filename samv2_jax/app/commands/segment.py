@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from samv2_jax.app.options import add_model_options, load_model, prepare_out_dir, select_device
 
-_XY = re.compile(r"^([-+]?\d*\.?\d+),([-+]?\d*\.?\d+)(?::(-?\d+))?$")
-
 
 def _parse_segment_prompts(args):
-    import numpy as np
+    """The clicks and box of `samv2 segment`, checked as the track command checks its own."""
+    from samv2_jax.app.prompt_files import PromptSet, add_image_flags
 
-    pts, labels = [], []
-    for text in args.point:
-        m = _XY.match(text.strip())
-        if not m:
-            raise ValueError(f"--point {text!r}: expected X,Y[:LABEL], e.g. 320,240 or 50,60:0")
-        label = 1 if m.group(3) is None else int(m.group(3))
-        if label not in (0, 1):
-            raise ValueError(f"--point {text!r}: LABEL is 1 (on the object) or 0 (not on it)")
-        pts.append([float(m.group(1)), float(m.group(2))])
-        labels.append(label)
-    box = None
-    if args.box is not None:
-        try:
-            box = [float(v) for v in args.box.split(",")]
-        except ValueError:
-            box = []
-        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(f"--box {args.box!r}: expected X0,Y0,X1,Y1 with X1 > X0, Y1 > Y0")
-    if not pts and box is None:
+    prompts = add_image_flags(PromptSet(), args.point, args.box)
+    if not len(prompts):
         raise ValueError("give at least one --point X,Y or a --box X0,Y0,X1,Y1")
-    return (np.asarray(pts, np.float32) if pts else None,
-            np.asarray(labels, np.int32) if pts else None,
-            np.asarray(box, np.float32) if box is not None else None)
+    return prompts
 
 
 def _run_segment(args) -> int:
@@ -46,7 +25,7 @@ def _run_segment(args) -> int:
     from samv2_jax.io import outputs
     from samv2_jax.predictors.image import SAM2ImagePredictor
 
-    coords, labels, box = _parse_segment_prompts(args)
+    prompts = _parse_segment_prompts(args)
     try:
         with Image.open(args.image) as im:
             image = np.asarray(im.convert("RGB"))
@@ -54,12 +33,11 @@ def _run_segment(args) -> int:
         raise FileNotFoundError(f"image {args.image!r} does not exist") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{args.image!r} is not a readable image ({e})") from None
-    h, w = image.shape[:2]
-    for x, y in (coords if coords is not None else []):
-        if not (0 <= x <= w and 0 <= y <= h):
-            raise ValueError(f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
-    if box is not None and (box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h):
-        raise ValueError(f"box {args.box} lies outside the {w}x{h} image")
+    prompts.check(*image.shape[:2], what="image")
+    prompt = prompts.for_frame(0)[1]
+    coords = prompt.points if len(prompt.points) else None
+    labels = prompt.labels if len(prompt.points) else None
+    box = None if prompt.box is None else np.asarray(prompt.box, np.float32)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out!r}: masks are written as PNG; use a .png name")
