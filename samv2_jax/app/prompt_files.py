@@ -50,11 +50,14 @@ class PromptSet:
     def __init__(self):
         self._entries: dict[tuple[int, int], _Entry] = {}
 
-    def _entry(self, frame: int, obj_id: int, where: str) -> _Entry:
+    def _entry(self, frame: int, obj_id: int, where: str, with_mask_ok: bool = True) -> _Entry:
         if not 1 <= obj_id <= MAX_OBJ_ID:
             raise ValueError(f"{where}: object ids must be 1..{MAX_OBJ_ID} (they become pixel "
                              f"values of the mask PNGs), got {obj_id}")
         e = self._entries.setdefault((frame, obj_id), _Entry())
+        if not with_mask_ok and e.mask is not None:
+            raise ValueError(f"{where}: object {obj_id} on frame {frame} already has a mask "
+                             "prompt; a mask is used alone, without points or a box")
         e.where.append(where)
         return e
 
@@ -62,10 +65,7 @@ class PromptSet:
         if label not in (0, 1):
             raise ValueError(f"{where}: a point label is 1 (foreground) or 0 (background), "
                              f"got {label}")
-        e = self._entry(frame, obj_id, where)
-        if e.mask is not None:
-            raise ValueError(f"{where}: object {obj_id} on frame {frame} already has a mask "
-                             "prompt; a mask is used alone, without points or a box")
+        e = self._entry(frame, obj_id, where, with_mask_ok=False)
         e.points.append([float(xy[0]), float(xy[1])])
         e.labels.append(int(label))
 
@@ -74,13 +74,10 @@ class PromptSet:
         if x1 <= x0 or y1 <= y0:
             raise ValueError(f"{where}: a box is X0,Y0,X1,Y1 with X1 > X0 and Y1 > Y0, "
                              f"got {x0:g},{y0:g},{x1:g},{y1:g}")
-        e = self._entry(frame, obj_id, where)
+        e = self._entry(frame, obj_id, where, with_mask_ok=False)
         if e.box is not None:
             raise ValueError(f"{where}: object {obj_id} on frame {frame} has two boxes; "
                              "give one box per object and frame")
-        if e.mask is not None:
-            raise ValueError(f"{where}: object {obj_id} on frame {frame} already has a mask "
-                             "prompt; a mask is used alone, without points or a box")
         e.box = [x0, y0, x1, y1]
 
     def add_mask(self, frame: int, obj_id: int, mask: np.ndarray, where: str = "mask"):
