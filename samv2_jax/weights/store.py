@@ -3,7 +3,8 @@
     OUT_DIR/config.json   {"format": "samv2-jax", "format_version": 1, "config": {...}}
     OUT_DIR/params/       orbax checkpoint of the nested params dict (our layout)
 
-`load` also takes an official `.pt` and converts it in memory (that path needs torch).
+`load` also takes an official `.pt` (converted in memory) or an official model name (through
+the download cache of `samv2_jax.weights.download`).
 """
 
 from __future__ import annotations
@@ -147,15 +148,23 @@ def _load_official(path: Path, image_size: int | None) -> Model:
     return Model(config=config, params=jax.device_put(params))
 
 
-def load(path: str | os.PathLike, image_size: int | None = None) -> Model:
-    """A model from a converted directory or an official `.pt` checkpoint.
+def load(path: str | os.PathLike, image_size: int | None = None, *,
+         progress: bool = True) -> Model:
+    """A model from a converted directory, an official `.pt` checkpoint, or an official name
+    (`"sam2.1_hiera_tiny"`, ...: downloaded into the cache and converted once, as the
+    `samv2` command does; `progress` shows that download).
 
     `image_size` overrides the stored input resolution; the params do not depend on it.
     """
     p = Path(path).expanduser()
     if not p.exists():
+        from samv2_jax.weights.download import OFFICIAL, resolve_model
+
+        if str(path) in OFFICIAL:
+            return resolve_model(str(path), image_size, progress=progress)
         raise FileNotFoundError(f"{str(p)!r} does not exist (expected a converted model "
-                                "directory or an official .pt checkpoint)")
+                                "directory, an official .pt checkpoint or an official model "
+                                f"name: {', '.join(OFFICIAL)})")
     if p.is_dir():
         return _load_directory(p.resolve(), image_size)
     return _load_official(p, image_size)

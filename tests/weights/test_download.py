@@ -292,3 +292,16 @@ def test_resolve_paths_and_bad_spec(tiny_pt, tmp_path, monkeypatch):
             resolve_model(spec)
     with pytest.raises(ValueError, match="did you mean 'sam2.1_hiera_tiny'"):
         resolve_model("sam2.1_hiera_tiny.pt")
+
+
+def test_library_load_takes_an_official_name(mirror, capsys):
+    """`samv2_jax.load(name)` goes through the same cache as `--model name`."""
+    import samv2_jax
+
+    model = samv2_jax.load(NAME, image_size=128, progress=False)
+    assert model.config.name == NAME and model.config.image_size == 128
+    assert (cache_dir() / NAME / "config.json").is_file() and len(mirror.requests) == 1
+    _assert_same_params(model, resolve_model(NAME, progress=False))
+    assert len(mirror.requests) == 1  # converted once, from the cache afterwards
+    with pytest.raises(FileNotFoundError, match="official model name: sam2_hiera_tiny"):
+        samv2_jax.load("sam2.1_hiera_tiniest")
