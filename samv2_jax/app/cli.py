@@ -17,7 +17,13 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from samv2_jax.app.options import PROG, one_line
+from samv2_jax.app.options import (
+    PROG,
+    interrupt_exit_code,
+    interrupt_reason,
+    on_stop_signal,
+    one_line,
+)
 
 # In the order `samv2 --help` lists them.
 COMMANDS = ("track", "segment", "download", "convert")
@@ -25,10 +31,21 @@ COMMANDS = ("track", "segment", "download", "convert")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="SAM 2 / SAM 2.1 in JAX")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"samv2_jax.app.commands.{name}").add_parsers(sub)
     return parser
+
+
+def _version() -> str:
+    # The installed distribution's metadata: no need to import the library (and JAX).
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("samv2-jax")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,18 +54,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    # SIGTERM (a plain `kill`) stops as cleanly as Ctrl-C: finished frames stay written.
-    previous = None
+    # SIGTERM (a plain `kill`) stops as cleanly as Ctrl-C: finished frames stay written;
+    # the exit status says which it was (143 or 130).
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # started with it ignored (nohup, a background job): keep it so
+            previous[sig] = signal.signal(sig, on_stop_signal)
     try:
         code = args.func(args)
     except (ValueError, OSError, ImportError, KeyError) as e:
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"{PROG}: {interrupt_reason(e)}", file=sys.stderr)
+        return interrupt_exit_code(e)
     except Exception as e:  # a bug: one line by default, the traceback on request
         if os.environ.get("SAMV2_DEBUG") == "1":
             raise
@@ -56,13 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(set SAMV2_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 1
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0 if code is None else int(code)
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

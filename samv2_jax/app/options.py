@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 
 PROG = "samv2"
@@ -12,6 +13,37 @@ PROG = "samv2"
 
 def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a plain `kill`): stops a run as cleanly as Ctrl-C, with its own exit code."""
+
+
+_PENDING: list[int] = []  # signals received during this run, for raise_pending
+
+
+def on_stop_signal(signum, frame):
+    """The handler of SIGINT and SIGTERM. Python raises a handler's exception wherever the
+    interpreter happens to be, and where that is a garbage-collection callback (JAX has
+    one), the exception is printed and dropped: the signal is also recorded, so that
+    `raise_pending` raises it at the next safe point."""
+    _PENDING.append(signum)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def raise_pending() -> None:
+    """Raise the stop signal received so far, if its first exception was swallowed."""
+    if _PENDING:
+        raise Terminated if _PENDING[-1] == signal.SIGTERM else KeyboardInterrupt
+
+
+def interrupt_exit_code(err: KeyboardInterrupt) -> int:
+    """128 + the signal number, as shells report it: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(err, Terminated) else 130
+
+
+def interrupt_reason(err: KeyboardInterrupt) -> str:
+    return "terminated" if isinstance(err, Terminated) else "interrupted"
 
 
 def positive_int(text: str) -> int:
@@ -82,7 +114,13 @@ def load_model(args):
 
     if not args.no_compile_cache:
         enable_compilation_cache()
-    model = resolve_model(args.model, image_size=args.image_size, progress=not args.quiet)
+    from samv2_jax.weights.download import OfflineError
+
+    try:
+        model = resolve_model(args.model, image_size=args.image_size, progress=not args.quiet)
+    except OfflineError as e:
+        raise OfflineError(f"{e} Or pass a checkpoint you already have with --model "
+                           "PATH.pt.") from None
     if args.dtype == "bfloat16":
         cast = lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x
         model = model.__class__(config=model.config, params=jax.tree.map(cast, model.params))

@@ -12,6 +12,7 @@ leaves every finished frame readable; `TrackReport.stopped` says why a run ended
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from samv2_jax.app.options import raise_pending
 from samv2_jax.app.prompt_files import PromptSet
 from samv2_jax.io.frames import VideoReader, preprocess_frame
 from samv2_jax.predictors.streaming import StreamingTracker
@@ -148,16 +150,30 @@ class _Writer:
 
     def _write(self, frame_idx: int, rgb: np.ndarray, obj_ids: list, logits: np.ndarray,
                scores: np.ndarray) -> None:
+        """One frame into every output, or into none: a step that fails (a full disk) undoes
+        the steps before it, so the PNGs, the overlay and the JSON always hold the same
+        frames."""
         o = self._o
         masks = logits[:, 0] > 0 if len(obj_ids) else np.zeros((0, *rgb.shape[:2]), bool)
         labels = o.label_map(masks, obj_ids, logits[:, 0] if len(obj_ids) else None)
-        if self.pngs is not None:
-            self.pngs.write(frame_idx, labels)
-        if self.video is not None:
-            self.video.write(o.overlay(rgb, labels))
-        if self.json is not None:
-            self.json.add_frame(frame_idx, [o.object_record(int(i), m, float(s))
-                                            for i, m, s in zip(obj_ids, masks, scores)])
+        undo = []
+        try:
+            if self.pngs is not None:
+                self.pngs.write(frame_idx, labels)
+                undo.append(lambda: self.pngs.remove(frame_idx))
+            if self.video is not None:
+                self.video.write(o.overlay(rgb, labels))
+                undo.append(self.video.drop_last)
+            if self.json is not None:
+                # Each object's pixels of the label map: the JSON and the PNGs agree where
+                # objects overlap (the pixel goes to the object with the higher logit).
+                self.json.add_frame(frame_idx, [o.object_record(int(i), labels == i, float(s))
+                                                for i, s in zip(obj_ids, scores)])
+        except BaseException:
+            for step in reversed(undo):
+                with contextlib.suppress(OSError):
+                    step()
+            raise
 
     def finish(self, status: dict) -> None:
         """Write what is queued, then close every output (marking the JSON with `status`)."""
@@ -280,6 +296,7 @@ def _track_frames(tracker, frames_in: queue.Queue, prompts: PromptSet, writer: _
         if isinstance(item, BaseException):
             raise item
         idx, rgb, image = item
+        raise_pending()
         result = tracker.track(rgb, prompts.for_frame(idx), image=image)
         writer.put((idx, rgb, result.obj_ids, result.masks, result.object_scores))
         clock.tick()

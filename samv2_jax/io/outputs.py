@@ -408,6 +408,11 @@ class LabelPngWriter:
             raise OSError(e.errno, f"cannot write {str(target)!r}: {e.strerror or e}") from e
         self.frames_written += 1
 
+    def remove(self, frame_idx: int) -> None:
+        """Take back frame `frame_idx`'s PNG (a frame that could not be written everywhere)."""
+        self.path(int(frame_idx)).unlink(missing_ok=True)
+        self.frames_written -= 1
+
     def close(self) -> None:
         self._closed = True
 

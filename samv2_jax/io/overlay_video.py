@@ -361,8 +361,21 @@ class OverlayVideoWriter:
             frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         vf = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         vf.pts = self.frames_written
+        self._last_start = self._good_size
         self._mux_packets(self._cc.encode(vf))
         self.frames_written += 1
+
+    def drop_last(self) -> None:
+        """Cut the last frame written back out of the file (it could not be written to the
+        other outputs). The encoder has seen it, so no frame can follow: the writer stops."""
+        if self._fd is None or self.frames_written == 0:
+            return
+        os.ftruncate(self._fd, self._last_start)
+        os.lseek(self._fd, self._last_start, os.SEEK_SET)
+        self._good_size = self._last_start
+        self.frames_written -= 1
+        self._failed = (f"frame {self.frames_written} was taken back out of "
+                        f"{str(self.path)!r}; frames 0..{self.frames_written - 1} are in it")
 
     def close(self) -> None:
         if self._fd is None:

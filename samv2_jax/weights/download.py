@@ -140,7 +140,7 @@ def _content_problem(path: Path, ckpt: Checkpoint, digest: str, size: int) -> st
 def _offline_message(ckpt: Checkpoint, url: str, final: Path, reason: object) -> str:
     return (f"could not download {ckpt.name} from {url} ({reason}). Without network access, "
             f"fetch {url} elsewhere and put it at {final}; it is used from there without "
-            "downloading. Or pass a checkpoint you already have with --model PATH.pt.")
+            "downloading.")
 
 
 def _check_cached(final: Path, ckpt: Checkpoint) -> None:

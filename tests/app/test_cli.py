@@ -99,3 +99,12 @@ def test_module_entry_point_has_no_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("samv2: error: ") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"samv2 {version('samv2-jax')}"

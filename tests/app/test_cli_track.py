@@ -84,13 +84,14 @@ def _api_labels(model_dir: Path, frames, prompts_by_frame, num_frames):
         masks = r.masks[:, 0] > 0
         labels = (label_map(masks, r.obj_ids, r.masks[:, 0]) if r.obj_ids
                   else np.zeros(f.shape[:2], np.uint8))
-        out.append((labels, dict(zip(r.obj_ids, masks))))
+        # results.json holds each object's pixels of the label map, as the PNGs do
+        out.append((labels, {oid: labels == oid for oid in r.obj_ids}))
     return out
 
 
 def _check_outputs(out: Path, frames, expected):
-    """`expected`: per frame, the label map and each object's own mask (objects may
-    overlap; the label map gives a pixel to the object with the higher logit)."""
+    """`expected`: per frame, the label map and each object's pixels in it (where objects
+    overlap, the pixel goes to the object with the higher logit, in the PNG and the JSON)."""
     n, (h, w) = len(frames), frames[0].shape[:2]
     expected_labels = [lab for lab, _ in expected]
     pngs = sorted((out / "masks").glob("*.png"))
@@ -376,6 +377,28 @@ def test_an_interrupted_run_leaves_complete_frames(sig, checkpoint, tmp_path):
         assert abs(len(pngs) - done) <= 1 and abs(decoded - done) <= 1 and done >= 7
 
 
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_stopped_during_start_up_leaves_nothing(sig, code, checkpoint, tmp_path):
+    """A signal before the first frame is finished (while the model loads and compiles):
+    the exit status names the signal (128 + its number) and no output folder is left."""
+    video = tmp_path / "clip.mp4"
+    write_video(video, _frames(30, 40, 56), "libx264")
+    out = tmp_path / "out"
+    proc = _run_cli(["track", str(video), "--point", "0:28,20", "--out", str(out), "--model",
+                     str(checkpoint[1]), "--image-size", str(SIZE), "-q"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not out.exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    assert not list((out / "masks").glob("*.png")), "the first frame finished too soon"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
 def test_bfloat16_masks_agree_with_float32(checkpoint, tmp_path):
     video = tmp_path / "clip.mp4"
     write_video(video, _frames(4, 72, 96), "libx264")
@@ -413,8 +436,17 @@ def test_without_network_the_message_says_what_to_fetch(tmp_path, monkeypatch, c
                                    str(tmp_path / "out"), "--model", NAME, "-q"],
                           f"{NAME}.pt", str(tmp_path / "home" / "models"))
     assert time.time() - start < 30
-    assert "--model" in line
+    assert "--model PATH.pt" in line
     assert not (tmp_path / "out").exists()
+
+    # `samv2 download all` tries every name and reports each; it has no --model to suggest.
+    assert main(["download", "all", "-q"]) == 1
+    err = capsys.readouterr().err
+    from samv2_jax.weights.download import OFFICIAL
+
+    for name in OFFICIAL:
+        assert f"{name}: not downloaded: could not download {name}" in err, err
+    assert "0 of 8 ready" in err and "--model" not in err
 
 
 def test_camera_is_tracked_frame_by_frame_until_max_frames(checkpoint, tmp_path, capsys,

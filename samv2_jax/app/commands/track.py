@@ -9,10 +9,13 @@ from pathlib import Path
 from samv2_jax.app.options import (
     PROG,
     add_model_options,
+    interrupt_exit_code,
+    interrupt_reason,
     load_model,
     one_line,
     positive_int,
     prepare_out_dir,
+    raise_pending,
     select_device,
 )
 
@@ -29,8 +32,8 @@ def _run_track(args) -> int:
     out = Path(args.out)
     paths = _output_paths(args, out)
     reader = open_video(_video_source(args.video))
-    tracker, header = _start(args, reader, prompts, paths, out)
-    report = _run(args, tracker, reader, prompts, paths, header, out)
+    tracker, header, created = _start(args, reader, prompts, paths, out)
+    report = _run(args, tracker, reader, prompts, paths, header, out, created)
     if isinstance(report, int):  # stopped early: the exit code
         return report
     unused = [f for f in prompts.frames if f >= report.frames]
@@ -98,6 +101,7 @@ def _start(args, reader, prompts, paths, out: Path):
             for old in paths.masks_dir.glob("*.png"):
                 old.unlink()
         tracker = StreamingTracker(model, num_frames=info.num_frames)
+        raise_pending()
     except BaseException:
         reader.close()
         if created and not any(out.iterdir()):
@@ -110,12 +114,12 @@ def _start(args, reader, prompts, paths, out: Path):
         length = f"{info.num_frames} frames" if info.num_frames else "length unknown"
         print(f"{args.video}: {info.width}x{info.height}, {length}; model {cfg.name} "
               f"at {cfg.image_size}; objects {prompts.obj_ids}", file=sys.stderr)
-    return tracker, header
+    return tracker, header, created
 
 
-def _run(args, tracker, reader, prompts, paths, header, out: Path):
+def _run(args, tracker, reader, prompts, paths, header, out: Path, created: bool):
     """The track job; a run that stops early says where and gives its exit code instead of
-    a report."""
+    a report. One stopped before its first frame leaves nothing behind."""
     from samv2_jax.app.track_job import track_video
 
     try:
@@ -123,14 +127,27 @@ def _run(args, tracker, reader, prompts, paths, header, out: Path):
                            progress=not args.quiet, max_frames=args.max_frames)
     except BaseException as e:
         report = getattr(e, "report", None)
+        if report is None or not report.frames:
+            _remove_outputs(paths, out, created)
         if report is None:
             raise
         where = (f"frames 0..{report.frames - 1} are complete in {str(out)!r}"
-                 if report.frames else f"no frame was finished; {str(out)!r} holds none")
-        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else one_line(e)
+                 if report.frames else "no frame was finished, so nothing was kept")
+        interrupted = isinstance(e, KeyboardInterrupt)
+        reason = interrupt_reason(e) if interrupted else one_line(e)
         print(f"{PROG}: stopped after {report.frames} frames ({reason}); {where}",
               file=sys.stderr)
-        return 130 if isinstance(e, KeyboardInterrupt) else 1
+        return interrupt_exit_code(e) if interrupted else 1
+
+
+def _remove_outputs(paths, out: Path, created: bool) -> None:
+    """Undo a run that wrote no frame: its empty outputs, and the folder if it made it."""
+    for f in (paths.overlay, paths.json):
+        if f is not None:
+            f.unlink(missing_ok=True)
+    for folder in (paths.masks_dir, out if created else None):
+        if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def add_parsers(sub) -> None:
@@ -156,7 +173,9 @@ def add_parsers(sub) -> None:
                         "@OBJ gives one object per pixel value; repeatable")
     g.add_argument("--prompts", metavar="FILE.json",
                    help='many objects and frames: {"prompts": [{"frame": 0, "obj_id": 1, '
-                        '"points": [[x, y]], "labels": [1], "box": [x0, y0, x1, y1]}, ...]}')
+                        '"points": [[x, y]], "labels": [1], "box": [x0, y0, x1, y1]}, '
+                        '{"frame": 0, "obj_id": 2, "mask": "mask.png"}, ...]} (a mask is '
+                        "used alone; its path is relative to the file)")
     o = p.add_argument_group("outputs")
     o.add_argument("--out", required=True, help="output folder")
     o.add_argument("--masks", action=argparse.BooleanOptionalAction, default=True,
