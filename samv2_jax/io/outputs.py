@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from samv2_jax.io import rle as _rle
 from samv2_jax.io.files import write_all
 from samv2_jax.io.overlay_video import OverlayVideoWriter
 
@@ -264,85 +265,17 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
 
 # --- COCO RLE, boxes and per-object records ---------------------------------------------------
 
-def _runs(mask: np.ndarray) -> list[int]:
-    flat = mask.ravel(order="F")
-    if flat.size == 0:
-        return [0]  # what pycocotools gives for a mask with no pixels
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    if flat[0]:
-        runs.insert(0, 0)  # COCO runs always start with background
-    return runs
-
-
-def _counts_to_string(counts: list[int]) -> str:
-    # COCO's text form: each count (after the third, as the difference from the count two
-    # places back) in 5-bit groups, low group first, bit 0x20 = more groups follow, and
-    # 48 added to make printable ASCII; a group's 0x10 bit carries the sign of the last one.
-    out = []
-    for i, x in enumerate(counts):
-        if i > 2:
-            x -= counts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
-
-
-def _string_to_counts(s: str) -> list[int]:
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x = 0
-        k = 0
-        more = True
-        while more:
-            if p >= len(s):
-                raise ValueError("truncated COCO RLE counts string")
-            c = ord(s[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"invalid character {s[p]!r} in COCO RLE counts string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
 def rle_encode(mask: np.ndarray) -> dict:
     """COCO compressed RLE of a [H, W] mask: {"size": [H, W], "counts": str}."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode takes one [H, W] mask, got shape {mask.shape}")
-    h, w = mask.shape
-    return {"size": [int(h), int(w)], "counts": _counts_to_string(_runs(mask.astype(bool)))}
+    return _rle.compress(_rle.encode(mask))
 
 
 def rle_decode(rle: dict) -> np.ndarray:
     """[H, W] bool mask of a COCO RLE, compressed (str/bytes counts) or not (list of ints)."""
-    h, w = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    if isinstance(counts, str):
-        counts = _string_to_counts(counts)
-    counts = np.asarray(counts, dtype=np.int64)
-    if counts.ndim != 1 or (counts.size and counts.min() < 0) or counts.sum() != h * w:
-        raise ValueError(f"RLE counts sum to {int(counts.sum())}, not {h}x{w} = {h * w}")
-    values = np.arange(counts.size) % 2 == 1
-    flat = np.repeat(values, counts)
-    return np.ascontiguousarray(flat.reshape((h, w), order="F"))
+    return _rle.decode(rle)
 
 
 def mask_box(mask: np.ndarray) -> list[int] | None:
