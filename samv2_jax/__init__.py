@@ -1,12 +1,38 @@
-"""samv2_jax: SAM 2 / SAM 2.1 in JAX, pure functions over official checkpoints' parameters."""
+"""samv2_jax: SAM 2 / SAM 2.1 in JAX, pure functions over official checkpoints' parameters.
 
-from samv2_jax.config import PRESETS, SAM2Config, get_config
-from samv2_jax.predictors.image import SAM2ImagePredictor
-from samv2_jax.predictors.streaming import Prompt, StreamingTracker
-from samv2_jax.predictors.video import SAM2VideoPredictor
-from samv2_jax.tracking.bank import MemoryBank
-from samv2_jax.weights.store import Model, load, save_model
+The public names below are imported on first use, so `import samv2_jax` (and the `samv2`
+command's start, or `--help`) does not pay for JAX until something needs it.
+"""
 
-__all__ = ["Model", "load", "save_model", "PRESETS", "SAM2Config", "get_config",
-           "SAM2ImagePredictor", "SAM2VideoPredictor", "StreamingTracker", "Prompt", "MemoryBank"]
+import importlib
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "Model": "samv2_jax.weights.store",
+    "load": "samv2_jax.weights.store",
+    "save_model": "samv2_jax.weights.store",
+    "PRESETS": "samv2_jax.config",
+    "SAM2Config": "samv2_jax.config",
+    "get_config": "samv2_jax.config",
+    "SAM2ImagePredictor": "samv2_jax.predictors.image",
+    "SAM2VideoPredictor": "samv2_jax.predictors.video",
+    "StreamingTracker": "samv2_jax.predictors.streaming",
+    "Prompt": "samv2_jax.predictors.streaming",
+    "MemoryBank": "samv2_jax.tracking.bank",
+}
+
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'samv2_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -64,7 +64,8 @@ def test_no_library_module_imports_the_top_level_convert_package():
 
 
 def test_importing_the_library_loads_no_io_or_cli_module():
-    code = ("import sys, samv2_jax, samv2_jax.modeling, samv2_jax.tracking;"
+    code = ("import sys, samv2_jax, samv2_jax.modeling, samv2_jax.tracking.step;"
+            "[getattr(samv2_jax, name) for name in samv2_jax.__all__];"
             "print(' '.join(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.split()
@@ -72,3 +73,18 @@ def test_importing_the_library_loads_no_io_or_cli_module():
     assert "samv2_jax.modeling.hiera" in ours  # the check looks at the right list
     assert [m for m in ours if m.startswith(("samv2_jax.io", "samv2_jax.app"))] == []
     assert [m for m in ("torch", "PIL", "av", "tqdm", "convert") if m in out] == []
+
+
+def test_import_is_lazy():
+    """`import samv2_jax` (and so the `samv2` command's start and --help) imports no JAX; a
+    public name brings in what it needs."""
+    code = ("import sys, samv2_jax; print('jax' in sys.modules);"
+            "samv2_jax.SAM2VideoPredictor; print('jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == ["False", "True"]
+    import samv2_jax
+
+    assert set(samv2_jax.__all__) <= set(dir(samv2_jax))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        samv2_jax.nothing  # noqa: B018
