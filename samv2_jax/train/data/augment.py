@@ -185,8 +185,8 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     rows, wr = _aa_weights(h, size)
     cols, wc = _aa_weights(w, size)
     m = masks.astype(np.float64)
-    tmp = np.einsum("nhk,wk->nhw", m[:, :, cols], wc)  # along width first
-    out = np.einsum("nkw,hk->nhw", tmp[:, rows, :], wr)
+    tmp = np.einsum("nhwk,wk->nhw", m[:, :, cols], wc)  # along the width first, as torch
+    out = np.einsum("nhkw,hk->nhw", tmp[:, rows, :], wr)
     return np.rint(out) >= 1
 
 
