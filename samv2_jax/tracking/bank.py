@@ -10,11 +10,19 @@ Two ways of addressing slots cover the two uses:
 - streaming: a ring of recent frames plus room for prompted frames (`streaming_slot`).
 Memory policies (`samv2_jax.tracking.policies`) look entries up by frame index, so they work
 the same on both. Every function here is pure: it returns a new bank.
+
+Slots also record what the published memory policies judge a memory by (the chosen mask's
+predicted IoU and area, beside its object score), and the bank carries the policy's own
+per-row state (`policy_state`, any pytree whose leaves lead with the row axis) so that it
+travels with the bank through the jit-compiled step and `lax.scan`. A policy that keeps
+several hypotheses per object (SAM2Long's pathways) gives each object `pathways` consecutive
+rows; the per-object operations below then act on all rows of an object.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.struct
 import jax
@@ -35,10 +43,22 @@ class MemoryBank:
     # re-prompting a prompted frame keeps its place). The official keeps prompted frames in a
     # dict in that order, and it breaks ties in closest-frame selection by it.
     cond_order: jax.Array
+    # [O, C] float32: the predicted IoU of the mask each memory was made from (1 for a mask
+    # prompt), and that mask's area in low-resolution pixels (-1 where nobody recorded it).
+    iou: jax.Array | None = None
+    area: jax.Array | None = None
+    # The memory policy's own state, per row (None for policies without one).
+    policy_state: Any = None
+    # Rows per object (static): > 1 only for policies that keep several hypotheses.
+    pathways: int = flax.struct.field(pytree_node=False, default=1)
+
+    @property
+    def num_rows(self) -> int:
+        return self.valid.shape[0]
 
     @property
     def num_objects(self) -> int:
-        return self.valid.shape[0]
+        return self.valid.shape[0] // self.pathways
 
     @property
     def capacity(self) -> int:
@@ -46,9 +66,13 @@ class MemoryBank:
 
 
 def empty_bank(cfg: SAM2Config, num_objects: int, capacity: int,
-               memory_dtype=jnp.bfloat16) -> MemoryBank:
+               memory_dtype=jnp.bfloat16, *, policy=None) -> MemoryBank:
+    """A bank with no memories for `num_objects` objects and `capacity` slots each; with a
+    `policy`, its rows per object (`policy.pathways`) and its initial state."""
     e, m = cfg.embedding_size, cfg.memory
-    o, c = num_objects, capacity
+    pathways = int(getattr(policy, "pathways", 1))
+    o, c = num_objects * pathways, capacity
+    state = None if policy is None else policy.init_state(cfg, o, c)
     return MemoryBank(
         maskmem=jnp.zeros((o, c, e, e, m.mem_dim), memory_dtype),
         obj_ptr=jnp.zeros((o, c, cfg.hidden_dim), jnp.float32),
@@ -57,17 +81,22 @@ def empty_bank(cfg: SAM2Config, num_objects: int, capacity: int,
         valid=jnp.zeros((o, c), bool),
         object_score=jnp.zeros((o, c), jnp.float32),
         cond_order=jnp.zeros((o, c), jnp.int32),
+        iou=jnp.zeros((o, c), jnp.float32),
+        area=jnp.zeros((o, c), jnp.float32),
+        policy_state=state,
+        pathways=pathways,
     )
 
 
 def write(bank: MemoryBank, slot, maskmem, obj_ptr, frame_idx, is_cond, object_score,
-          where=None) -> MemoryBank:
-    """Store one frame's memory per object at `slot` [O]; objects with `where` false keep theirs.
+          where=None, *, iou=None, area=None) -> MemoryBank:
+    """Store one frame's memory per row at `slot` [O]; rows with `where` false keep theirs.
 
     maskmem [O, E, E, D], obj_ptr [O, hidden], object_score [O] or [O, 1]; frame_idx and
-    is_cond scalars or [O].
+    is_cond scalars or [O]; iou and area (the chosen mask's predicted IoU and its area)
+    scalars or [O], by default 1 and -1 (not recorded).
     """
-    o = bank.num_objects
+    o = bank.num_rows
     rows = jnp.arange(o)
     slot = jnp.broadcast_to(jnp.asarray(slot, jnp.int32), (o,))
     keep = jnp.ones((o,), bool) if where is None else jnp.broadcast_to(where, (o,))
@@ -92,11 +121,26 @@ def write(bank: MemoryBank, slot, maskmem, obj_ptr, frame_idx, is_cond, object_s
         valid=put(bank.valid, True),
         object_score=put(bank.object_score, jnp.reshape(object_score, (o,))),
         cond_order=put(bank.cond_order, order),
+        **_recorded(bank, put, o, iou, area),
     )
 
 
+def _recorded(bank: MemoryBank, put, o: int, iou, area) -> dict:
+    """The IoU / area fields of a write (banks made before these fields keep None)."""
+    if bank.iou is None:
+        return {}
+    iou = 1.0 if iou is None else jnp.reshape(jnp.asarray(iou, jnp.float32), (-1,))
+    area = -1.0 if area is None else jnp.reshape(jnp.asarray(area, jnp.float32), (-1,))
+    return {"iou": put(bank.iou, jnp.broadcast_to(iou, (o,))),
+            "area": put(bank.area, jnp.broadcast_to(area, (o,)))}
+
+
 def forget(bank: MemoryBank, drop) -> MemoryBank:
-    """Mark the slots where `drop` [O, C] is true as empty."""
+    """Mark the slots where `drop` [O, C] is true as empty (per object; with several rows
+    per object, every row of it)."""
+    drop = jnp.asarray(drop)
+    if bank.pathways > 1 and drop.shape[0] != bank.num_rows:
+        drop = jnp.repeat(drop, bank.pathways, axis=0)
     return bank.replace(valid=bank.valid & ~drop, is_cond=bank.is_cond & ~drop)
 
 
@@ -129,24 +173,39 @@ def append_objects(bank: MemoryBank | None, new: MemoryBank) -> MemoryBank:
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b], 0), bank, new)
 
 
+def object_rows(bank: MemoryBank, objects: Sequence[int]) -> list[int]:
+    """The bank rows of the given objects, in order (one row each unless the policy keeps
+    several pathways per object)."""
+    p = bank.pathways
+    return [int(o) * p + k for o in objects for k in range(p)]
+
+
+def lead_rows(bank: MemoryBank) -> MemoryBank:
+    """One row per object: its first (best) pathway, as a one-pathway bank."""
+    if bank.pathways == 1:
+        return bank
+    idx = jnp.arange(bank.num_objects, dtype=jnp.int32) * bank.pathways
+    return jax.tree.map(lambda x: x[idx], bank).replace(pathways=1)
+
+
 def take_objects(bank: MemoryBank, rows: Sequence[int]) -> MemoryBank:
     """The bank of the objects at `rows`, in that order (e.g. one object, or all but one)."""
-    idx = jnp.asarray(list(rows), jnp.int32)
+    idx = jnp.asarray(object_rows(bank, rows), jnp.int32)
     return jax.tree.map(lambda x: x[idx], bank)
 
 
 def write_object(bank: MemoryBank, obj: int, slot, maskmem, obj_ptr, frame_idx, is_cond,
-                 object_score) -> MemoryBank:
+                 object_score, *, iou=None, area=None) -> MemoryBank:
     """Store one object's memory of one frame (maskmem [1, E, E, D], obj_ptr [1, hidden],
     object_score of one element) at `slot`; the other objects keep theirs."""
-    o = bank.num_objects
+    o = bank.num_rows
     return write(bank, slot, jnp.broadcast_to(maskmem, (o, *maskmem.shape[1:])),
                  jnp.broadcast_to(obj_ptr, (o, obj_ptr.shape[-1])), frame_idx, is_cond,
                  jnp.broadcast_to(jnp.reshape(object_score, (-1,)), (o,)),
-                 where=jnp.arange(o) == obj)
+                 where=jnp.arange(o) // bank.pathways == obj, iou=iou, area=area)
 
 
 def demote_prompted(bank: MemoryBank, obj: int, frame_idx) -> MemoryBank:
     """Object `obj`'s memory of `frame_idx` stays, but as an ordinary (non-prompted) memory."""
-    rows = (jnp.arange(bank.num_objects) == obj)[:, None]
+    rows = (jnp.arange(bank.num_rows) // bank.pathways == obj)[:, None]
     return bank.replace(is_cond=bank.is_cond & ~(rows & (bank.frame_idx == frame_idx)))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from samv2_jax.config import SAM2Config
 from samv2_jax.tracking.bank import MemoryBank, find_frame
-from samv2_jax.tracking.policies.base import MemorySelection
+from samv2_jax.tracking.policies.base import MemorySelection, PolicyBase
 
 _BIG = jnp.iinfo(jnp.int32).max
 
@@ -97,7 +97,7 @@ def select_pointers(cfg: SAM2Config, bank: MemoryBank, frame_idx, reverse, num_f
 
 
 @dataclasses.dataclass(frozen=True)
-class OfficialPolicy:
+class OfficialPolicy(PolicyBase):
     """The official memory selection, exactly: prompted frames (all of them, or the
     `max_cond_frames_in_attn` closest, ties broken by prompt order), the previous
     `num_maskmem - 1` frames with `memory_temporal_stride_for_eval`, and up to
