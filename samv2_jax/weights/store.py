@@ -166,5 +166,11 @@ def load(path: str | os.PathLike, image_size: int | None = None, *,
                                 "directory, an official .pt checkpoint or an official model "
                                 f"name: {', '.join(OFFICIAL)})")
     if p.is_dir():
+        if not (p / CONFIG_FILE).is_file():  # a training output folder, or one checkpoint
+            from samv2_jax.train.state import load_training_output
+
+            trained = load_training_output(p, image_size)
+            if trained is not None:
+                return trained
         return _load_directory(p.resolve(), image_size)
     return _load_official(p, image_size)
