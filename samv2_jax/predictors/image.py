@@ -13,21 +13,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.modeling.image_encoder import encode_image, no_memory_features
+from samv2_jax.modeling.image_encoder import no_memory_features
 from samv2_jax.modeling.mask_decoder import mask_decoder
 from samv2_jax.modeling.mask_postprocess import fill_holes_and_remove_sprinkles
 from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
 from samv2_jax.modeling.transforms import postprocess_masks, preprocess_image
+from samv2_jax.predictors.aot import Program
 from samv2_jax.predictors.inputs import as_rgb_uint8, check_labels, transform_coords
+from samv2_jax.predictors.programs import encode_image
 
 # --- functional core ------------------------------------------------------------------------
 
 
+@Program
 @functools.partial(jax.jit, static_argnames=("image_size",))
 def _preprocess(image_uint8, image_size: int):
     return preprocess_image(image_uint8, image_size)
 
 
+@Program
 @functools.partial(jax.jit, static_argnames=("cfg", "multimask_output", "training"))
 def decode_prompts(params, cfg: SAM2Config, feats, coords, labels, mask_input=None, *,
                    multimask_output: bool = True, training: bool = False):
@@ -50,6 +54,7 @@ def decode_prompts(params, cfg: SAM2Config, feats, coords, labels, mask_input=No
     return masks, ious
 
 
+@Program
 @functools.partial(jax.jit, static_argnames=(
     "orig_hw", "mask_threshold", "max_hole_area", "max_sprinkle_area", "return_logits"))
 def postprocess(low_res_masks, orig_hw: tuple[int, int], mask_threshold: float = 0.0,

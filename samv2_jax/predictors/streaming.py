@@ -17,10 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.modeling.image_encoder import encode_image
-from samv2_jax.modeling.mask_postprocess import to_video_res
-from samv2_jax.modeling.memory_encoder import encode_memory
 from samv2_jax.predictors.inputs import as_points, mask_prompt_to_input, with_box
+from samv2_jax.predictors.programs import (
+    decode_frame,
+    encode_image,
+    encode_memory,
+    to_video_res,
+    track_image_step_inplace,
+    track_step_inplace,
+)
 from samv2_jax.tracking.bank import (
     MemoryBank,
     append_objects,
@@ -31,13 +36,7 @@ from samv2_jax.tracking.bank import (
     write_object,
 )
 from samv2_jax.tracking.policies import MemoryPolicy, OfficialPolicy
-from samv2_jax.tracking.step import (
-    NO_OBJ_SCORE,
-    decode_frame,
-    track_image_step_inplace,
-    track_step_inplace,
-    use_multimask,
-)
+from samv2_jax.tracking.step import NO_OBJ_SCORE, use_multimask
 from samv2_jax.weights.store import Model
 
 _UNBOUNDED = 2**30

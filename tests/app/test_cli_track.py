@@ -320,10 +320,17 @@ def test_compile_cache_flag_decides_for_the_whole_run(flag, checkpoint, tmp_path
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "m.png").is_file()
     xla = tmp_path / "cache" / "samv2_jax" / "xla"
+    programs = tmp_path / "cache" / "samv2_jax" / "xla-programs"
     if flag:
-        assert not xla.exists()
-    else:
-        assert xla.is_dir() and any(xla.iterdir())
+        assert not xla.exists() and not programs.exists()
+        return
+    assert xla.is_dir() and any(xla.iterdir())
+    # The predictor's programs were kept: a second run loads them and writes no new one.
+    kept = sorted(programs.glob("*.xla"))
+    assert len(kept) >= 3  # preprocessing, encoder, decoder, post-processing
+    again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert sorted(programs.glob("*.xla")) == kept
 
 
 def _as_from_a_terminal():

@@ -1,0 +1,201 @@
+"""Compiled programs kept on disk between processes, so a warm start skips tracing too.
+
+JAX's persistent compilation cache saves the XLA compile, but its key is computed from the
+lowered program, so every process still traces and lowers each function first: seconds for
+the image encoder and the tracking step. A `Program` here keys the compiled executable by
+what determines it (the function, its static arguments, the shapes and dtypes of the rest,
+this package's source, the JAX version, the backend and the CPU) and, once enabled, loads it
+from disk with `jax.experimental.serialize_executable` without tracing at all.
+
+Off by default: the library leaves global state and the disk alone. `enable(directory)` turns
+it on (the `samv2` command does, beside JAX's cache). Static arguments of types this package
+does not own (a user's own policy class, say) bypass the disk: their code could change
+between runs under the same repr, and a stale executable would be a silently wrong result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+_STATE = {"dir": None}
+
+
+def enable(directory: str | os.PathLike) -> Path | None:
+    """Keep compiled programs in `directory` (created if needed); None if it cannot be."""
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    _STATE["dir"] = path
+    return path
+
+
+def disable() -> None:
+    _STATE["dir"] = None
+
+
+def enabled_dir() -> Path | None:
+    return _STATE["dir"]
+
+
+@functools.cache
+def _environment() -> str:
+    """Everything outside the call that changes the executable: our source, JAX, the device,
+    the CPU's instruction set, XLA flags."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    import jaxlib
+
+    dev = jax.devices()[0]
+    h.update(f"{jax.__version__} {jaxlib.__version__} {dev.platform} {dev.device_kind}".encode())
+    h.update(os.environ.get("XLA_FLAGS", "").encode())
+    try:
+        with open("/proc/cpuinfo") as f:
+            h.update(next((line for line in f if line.startswith("flags")), "").encode())
+    except OSError:
+        pass
+    return h.hexdigest()
+
+
+_BUILTIN = (bool, int, float, str, bytes, type(None))
+
+
+def _stable_repr(value) -> str | None:
+    """A repr that names the value across processes, or None when there is none we trust."""
+    if isinstance(value, _BUILTIN):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        parts = [_stable_repr(v) for v in value]
+        return None if None in parts else f"{type(value).__name__}({','.join(parts)})"
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return f"dtype({np.dtype(value).name})"
+    if dataclasses.is_dataclass(value) and type(value).__module__.startswith("samv2_jax."):
+        fields = [_stable_repr(getattr(value, f.name)) for f in dataclasses.fields(value)]
+        if None in fields:
+            return None
+        return f"{type(value).__module__}.{type(value).__qualname__}({','.join(fields)})"
+    return None
+
+
+def _leaf_key(x) -> str:
+    if isinstance(x, jax.core.Tracer):
+        raise _Traced
+    if isinstance(x, jax.Array):
+        return f"{x.dtype}{x.shape}{'w' if x.weak_type else ''}@{x.sharding}"
+    if isinstance(x, np.ndarray | np.generic):
+        return f"np{x.dtype}{x.shape}"
+    if isinstance(x, bool | int | float | complex):
+        return type(x).__name__  # a weakly typed scalar
+    raise _Unkeyable
+
+
+class _Traced(Exception):
+    pass
+
+
+class _Unkeyable(Exception):
+    pass
+
+
+class Program:
+    """A jitted function (`jax.jit(...)` with its static and donated arguments) whose
+    executables can come from disk. Called inside another trace, while disabled, or with a
+    static argument of a foreign type, it is exactly the jitted function."""
+
+    def __init__(self, jitted):
+        self.jitted = jitted
+        self.__wrapped__ = getattr(jitted, "__wrapped__", jitted)
+        self.__doc__ = getattr(self.__wrapped__, "__doc__", None)
+        self.__name__ = getattr(self.__wrapped__, "__name__", "program")
+        info = getattr(jitted, "_jit_info", None)  # JAX's record of how it was jitted
+        sig = getattr(info, "fun_signature", None)
+        self._usable = info is not None and sig is not None
+        self._positional = [] if sig is None else [
+            q.name for q in sig.parameters.values()
+            if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+        static = set(getattr(info, "static_argnames", ()) or ())
+        static |= {self._positional[i] for i in (getattr(info, "static_argnums", ()) or ())
+                   if i < len(self._positional)}
+        self._static = frozenset(static)
+        self._memo: dict[str, object] = {}
+        self._name = f"{self.__wrapped__.__module__}.{self.__wrapped__.__qualname__}"
+
+    def lower(self, *args, **kwargs):
+        return self.jitted.lower(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if _STATE["dir"] is None or not self._usable:
+            return self.jitted(*args, **kwargs)
+        dyn_args, dyn_kwargs, static = [], {}, []
+        for i, a in enumerate(args):
+            name = self._positional[i] if i < len(self._positional) else None
+            (static.append((name, a)) if name in self._static else dyn_args.append(a))
+        for k, v in kwargs.items():
+            (static.append((k, v)) if k in self._static else dyn_kwargs.__setitem__(k, v))
+        statics = [(k, _stable_repr(v)) for k, v in sorted(static, key=lambda kv: kv[0])]
+        if any(r is None for _, r in statics):
+            return self.jitted(*args, **kwargs)
+        dyn = (tuple(dyn_args), dyn_kwargs)
+        leaves, tree = jax.tree_util.tree_flatten(dyn)
+        try:
+            leaf_keys = ";".join(_leaf_key(x) for x in leaves)
+        except (_Traced, _Unkeyable):
+            return self.jitted(*args, **kwargs)
+        key = f"{self._name}|{statics}|{tree}|{leaf_keys}"
+        compiled = self._memo.get(key)
+        if compiled is None:
+            compiled = self._load_or_compile(key, args, kwargs)
+            self._memo[key] = compiled
+        return compiled(*dyn_args, **dyn_kwargs)
+
+    def _load_or_compile(self, key: str, args, kwargs):
+        from jax.experimental import serialize_executable as se
+
+        digest = hashlib.sha256(f"{_environment()}|{key}".encode()).hexdigest()[:40]
+        path = _STATE["dir"] / f"{self.__name__}-{digest}.xla"
+        if path.is_file():
+            try:
+                payload, in_tree, out_tree = _TreeUnpickler(io.BytesIO(path.read_bytes())).load()
+                return se.deserialize_and_load(payload, in_tree, out_tree)
+            except Exception:  # damaged or from an incompatible build: compile afresh
+                path.unlink(missing_ok=True)
+        compiled = self.jitted.lower(*args, **kwargs).compile()
+        tmp = None
+        try:
+            data = pickle.dumps(se.serialize(compiled))
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # appears complete or not at all
+        except Exception:  # a backend that cannot serialise, a full disk: run uncached
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        return compiled
+
+
+class _TreeUnpickler(pickle.Unpickler):
+    """Reads back (executable bytes, input tree, output tree) and nothing else: the trees may
+    only name JAX's tree types and this package's own pytree classes. (The executable itself
+    is machine code: the cache directory is trusted as JAX's own cache is.)"""
+
+    def find_class(self, module: str, name: str):
+        allowed = ((module.startswith("jaxlib") and name == "PyTreeDef")
+                   or (module == "jax._src.tree_util" and name == "default_registry")
+                   or module.startswith("samv2_jax."))
+        if not allowed:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a program cache")
+        return super().find_class(module, name)
