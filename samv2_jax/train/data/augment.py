@@ -176,18 +176,25 @@ def _aa_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(taps, in_size - 1), wts
 
 
-def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
-    """[N, H, W] 0/1 masks to [N, size, size] bool: torchvision's resize of a uint8 tensor
-    (antialiased bilinear in float, rounded half to even)."""
+def resize_mask_values(masks: np.ndarray, size: int) -> np.ndarray:
+    """[N, H, W] 0/1 masks resampled to [N, size, size] float64 before rounding."""
     n, h, w = masks.shape
-    if (h, w) == (size, size):
-        return masks.astype(bool)
     rows, wr = _aa_weights(h, size)
     cols, wc = _aa_weights(w, size)
     m = masks.astype(np.float64)
     tmp = np.einsum("nhwk,wk->nhw", m[:, :, cols], wc)  # along the width first, as torch
-    out = np.einsum("nhkw,hk->nhw", tmp[:, rows, :], wr)
-    return np.rint(out) >= 1
+    return np.einsum("nhkw,hk->nhw", tmp[:, rows, :], wr)
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """[N, H, W] 0/1 masks to [N, size, size] bool: torchvision's resize of a uint8 tensor
+    (antialiased bilinear, rounded half to even). Where exactly half the filter's weight lies
+    on the object (value 0.5), float rounding decides, here as in torch; such ties occur when
+    shrinking by a ratio of small integers."""
+    n, h, w = masks.shape
+    if (h, w) == (size, size):
+        return masks.astype(bool)
+    return np.rint(resize_mask_values(masks, size)) >= 1
 
 
 # --- colour -----------------------------------------------------------------------------------

@@ -78,15 +78,11 @@ def load_masks(video: Video, frames: list[FrameRef], obj_ids: list[int],
         if size != (h, w):
             raise DataError(f"frame {frame.path!r} is {size[1]}x{size[0]}, but the first frame "
                             f"of the clip is {w}x{h}: frames of a video must have one size")
-        found = video.masks.load(frame.index, obj_ids)
+        found = video.masks.load(frame.index, obj_ids, size=(h, w))
         for o, obj in enumerate(obj_ids):
             m = found.get(obj)
-            if m is None:
-                continue
-            if m.shape != (h, w):
-                raise DataError(f"the mask of object {obj} for frame {frame.path!r} is "
-                                f"{m.shape[1]}x{m.shape[0]}, but the frame is {w}x{h}")
-            out[t, o] = m
+            if m is not None:
+                out[t, o] = m
     return out
 
 

@@ -226,12 +226,21 @@ def dataset_stream(spec: DataSpec, source, cfg: LoaderConfig, dataset_index: int
                                  spec.name), seed=seed + 1)
     it = ds.to_iter_dataset()
     if cfg.num_workers > 0:
+        _absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
     if batched:
         batch = spec.batch_size or cfg.global_batch_size
         it = it.batch(_per_host(batch, cfg.process_count, f"batch size of {spec.name}"),
                       drop_remainder=True)
     return it
+
+
+def _absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app nobody parses them."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def default_weights(specs, sources, cfg: LoaderConfig) -> list[float]:

@@ -191,6 +191,12 @@ def _read_json(path: str, what: str):
         raise DataError(f"{what} {path!r} is not valid JSON ({e})") from None
 
 
+def _check_size(shape, size, where: str) -> None:
+    if size is not None and tuple(shape) != tuple(size):
+        raise DataError(f"mask {where} is {shape[1]}x{shape[0]}, but its frame is "
+                        f"{size[1]}x{size[0]}")
+
+
 class PaletteMasks:
     """Masks of one video as palettized PNGs, one per frame (`PalettisedPNGSegmentLoader`)."""
 
@@ -200,11 +206,14 @@ class PaletteMasks:
         self.folder = folder
         self.files = files
 
-    def load(self, frame_index: int, obj_ids=None) -> dict[int, np.ndarray]:
+    def load(self, frame_index: int, obj_ids=None, size=None) -> dict[int, np.ndarray]:
         name = self.files.get(int(frame_index))
         if name is None:
             raise DataError(f"frame {frame_index} of {self.folder!r} has no mask PNG")
-        return labels_to_objects(read_label_png(os.path.join(self.folder, name)), obj_ids)
+        path = os.path.join(self.folder, name)
+        labels = read_label_png(path)
+        _check_size(labels.shape, size, repr(path))
+        return labels_to_objects(labels, obj_ids)
 
 
 class MaskletMasks:
@@ -222,7 +231,7 @@ class MaskletMasks:
         return r == 0 and i < len(self.frames) and self.frames[i] is not None \
             and None not in self.frames[i]
 
-    def load(self, frame_index: int, obj_ids=None) -> dict[int, np.ndarray]:
+    def load(self, frame_index: int, obj_ids=None, size=None) -> dict[int, np.ndarray]:
         i, r = divmod(int(frame_index), self.ann_every)
         if r or i >= len(self.frames) or self.frames[i] is None:
             raise DataError(f"{self.path!r} has no masks for frame {frame_index} "
@@ -232,7 +241,9 @@ class MaskletMasks:
         out = {}
         for o in ids:
             if 0 <= o < len(rles) and rles[o] is not None:
-                out[o] = decode_rle(rles[o], f"{self.path!r} frame {frame_index} object {o}")
+                where = f"{self.path!r} frame {frame_index} object {o}"
+                out[o] = decode_rle(rles[o], where)
+                _check_size(out[o].shape, size, where)
         return out
 
 
@@ -249,9 +260,12 @@ class ImageMasks:
     def ids(self) -> list[int]:
         return list(range(len(self.objects)))
 
-    def load(self, frame_index: int, obj_ids=None) -> dict[int, np.ndarray]:
+    def load(self, frame_index: int, obj_ids=None, size=None) -> dict[int, np.ndarray]:
         ids = self.ids() if obj_ids is None else [int(o) for o in obj_ids]
-        return {o: self._decode(o) for o in ids if 0 <= o < len(self.objects)}
+        out = {o: self._decode(o) for o in ids if 0 <= o < len(self.objects)}
+        for o, m in out.items():
+            _check_size(m.shape, size, f"{self.where} object {o}")
+        return out
 
     def _decode(self, o: int) -> np.ndarray:
         seg = self.objects[o]
