@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -51,7 +52,8 @@ def test_round_trip_is_exact(saved):
     _assert_same_params(model.params, params)
     assert all(isinstance(v, jax.Array) for v in flatten(model.params).values())
     meta = json.loads((out / "config.json").read_text())
-    assert meta["format"] == "samv2-jax" and meta["format_version"] == 1
+    assert meta["format"] == "samv2-jax" and meta["format_version"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "params.safetensors"]
     assert meta["num_params"] == model.num_params == 38_962_754
     assert seconds < 60, f"loading tiny took {seconds:.1f}s"
 
@@ -81,6 +83,38 @@ def test_save_load_init_params(tmp_path):
     model = load(out)
     assert model.config == cfg
     _assert_same_params(model.params, params)
+
+
+def test_format_version_1_directories_still_load(saved, tmp_path):
+    """Models converted before the single-file format (orbax params/) load unchanged."""
+    import orbax.checkpoint as ocp
+
+    out, cfg, params = saved
+    old = tmp_path / "v1"
+    old.mkdir()
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(old / "params", params)
+        ckptr.wait_until_finished()
+    meta = json.loads((out / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps(dict(meta, format_version=1)))
+    model = load(old)
+    assert model.config == cfg
+    _assert_same_params(model.params, params)
+
+
+def test_bfloat16_params_round_trip(tmp_path):
+    cfg = get_config("sam2_hiera_tiny", image_size=256)
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), init_params(cfg, jax.random.PRNGKey(1)))
+    model = load(save_model(Model(cfg, params), tmp_path / "bf16"))
+    _assert_same_params(model.params, params)
+
+
+def test_damaged_params_file_says_convert_again(saved, tmp_path):
+    out = _copy(saved, tmp_path)
+    data = (out / "params.safetensors").read_bytes()
+    (out / "params.safetensors").write_bytes(data[:100])
+    with pytest.raises(ValueError, match="not a readable params file.*convert the model again"):
+        load(out)
 
 
 def test_missing_path(tmp_path):
