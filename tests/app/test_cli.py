@@ -108,3 +108,20 @@ def test_version(capsys):
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"samv2 {version('samv2-jax')}"
+
+
+def test_track_says_once_what_a_cpu_frame_costs(monkeypatch, capsys):
+    import time
+
+    from samv2_jax.app.commands.track import _CostNote
+
+    clock = iter([0.0, 20.0, 26.0, 32.0, 38.0, 44.0])  # compile, then 6 s per frame
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    note = _CostNote(1024, 200, None)
+    for _ in range(6):
+        note(None)
+    err = capsys.readouterr().err
+    assert err.count("s per frame") == 1
+    assert "about 6.0 s per frame at 1024" in err and "about 20 min for all 200 frames" in err
+    assert "--image-size 512" in err
+    assert not _CostNote(512, 200, None).on  # only where a frame is slow

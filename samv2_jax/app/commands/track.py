@@ -122,9 +122,11 @@ def _run(args, tracker, reader, prompts, paths, header, out: Path, created: bool
     a report. One stopped before its first frame leaves nothing behind."""
     from samv2_jax.app.track_job import track_video
 
+    note = None if args.quiet else _CostNote(tracker.cfg.image_size, reader.info.num_frames,
+                                             args.max_frames)
     try:
         return track_video(tracker, reader, prompts, paths, fps=args.fps, header=header,
-                           progress=not args.quiet, max_frames=args.max_frames)
+                           progress=not args.quiet, max_frames=args.max_frames, on_frame=note)
     except BaseException as e:
         report = getattr(e, "report", None)
         if report is None or not report.frames:
@@ -138,6 +140,42 @@ def _run(args, tracker, reader, prompts, paths, header, out: Path, created: bool
         print(f"{PROG}: stopped after {report.frames} frames ({reason}); {where}",
               file=sys.stderr)
         return interrupt_exit_code(e) if interrupted else 1
+
+
+# Per-frame time at 1024 over that at 512 on a 2-core CPU (benchmarks/video_tracking.py):
+# memory attention is quadratic in the number of tokens, so halving the side saves more
+# than the 4x in pixels.
+_SPEEDUP_AT_512 = 6
+
+
+class _CostNote:
+    """Once, after the first steady frames on a CPU at 1024 or more: what a frame costs and
+    what `--image-size 512` would save, so nobody waits an hour without knowing."""
+
+    def __init__(self, image_size: int, num_frames: int | None, max_frames: int | None):
+        import jax
+
+        self.on = jax.default_backend() == "cpu" and image_size >= 1024
+        self.size = image_size
+        self.total = min(n for n in (num_frames, max_frames) if n) if (num_frames or max_frames) \
+            else None
+        self.stamps: list[float] = []
+
+    def __call__(self, result) -> None:
+        if not self.on:
+            return
+        import time
+
+        self.stamps.append(time.perf_counter())
+        if len(self.stamps) == 4:  # frames 0-1 include compiling; 1->3 are steady
+            from tqdm import tqdm
+
+            per = (self.stamps[3] - self.stamps[1]) / 2
+            rest = f", about {per * self.total / 60:.0f} min for all {self.total} frames" \
+                if self.total else ""
+            tqdm.write(f"{PROG}: about {per:.1f} s per frame at {self.size} on this CPU{rest}; "
+                       f"--image-size 512 is about {_SPEEDUP_AT_512}x faster", file=sys.stderr)
+            self.on = False
 
 
 def _remove_outputs(paths, out: Path, created: bool) -> None:
