@@ -35,7 +35,7 @@ from samv2_jax.tracking.bank import (
     take_objects,
     write_object,
 )
-from samv2_jax.tracking.policies import MemoryPolicy, OfficialPolicy
+from samv2_jax.tracking.policies import MemoryPolicy, OfficialPolicy, as_policy
 from samv2_jax.tracking.step import NO_OBJ_SCORE, use_multimask
 from samv2_jax.weights.store import Model
 
@@ -70,7 +70,7 @@ class StreamingTracker:
     def __init__(self, model: Model, max_prompt_frames: int = 4, fill_hole_area: int = 8,
                  non_overlap_masks: bool = False, binarize_mask_from_pts_for_mem_enc: bool = True,
                  memory_dtype: str = "bfloat16", num_frames: int | None = None,
-                 policy: MemoryPolicy = OfficialPolicy()):
+                 policy: MemoryPolicy | str = OfficialPolicy()):
         cfg = model.config
         mem = dataclasses.replace(
             cfg.memory, binarize_mask_from_pts_for_mem_enc=binarize_mask_from_pts_for_mem_enc)
@@ -78,9 +78,7 @@ class StreamingTracker:
         self.params = model.params
         if max_prompt_frames < 1:
             raise ValueError(f"max_prompt_frames must be >= 1, got {max_prompt_frames}")
-        if not isinstance(policy, MemoryPolicy):
-            raise TypeError(f"policy must be a memory policy (a frozen dataclass with a select "
-                            f"method, e.g. OfficialPolicy()), got {type(policy).__name__}")
+        policy = as_policy(policy)
         self.max_prompt_frames = int(max_prompt_frames)
         self.fill_hole_area = int(fill_hole_area)
         self.non_overlap_masks = bool(non_overlap_masks)
@@ -90,6 +88,8 @@ class StreamingTracker:
         m = self.cfg.memory
         recent = max((m.num_maskmem - 2) * m.memory_temporal_stride_for_eval + 1,
                      m.max_obj_ptrs_in_encoder - 1 if m.use_obj_ptrs_in_encoder else 0)
+        if hasattr(policy, "recent_frames"):  # the frames this memory policy looks back at
+            recent = max(recent, policy.recent_frames(self.cfg))
         self.capacity = self.max_prompt_frames + recent
         self.reset()
 
@@ -111,7 +111,8 @@ class StreamingTracker:
 
     def _add_object(self, obj_id):
         self.bank = append_objects(self.bank,
-                                   empty_bank(self.cfg, 1, self.capacity, self.memory_dtype))
+                                   empty_bank(self.cfg, 1, self.capacity, self.memory_dtype,
+                                              policy=self.policy))
         self.obj_ids.append(obj_id)
         self._prompted.append([])
 
@@ -129,6 +130,7 @@ class StreamingTracker:
             raise ValueError(f"a frame must be an HWC image array, got shape {rgb.shape}")
         h, w = rgb.shape[:2]
         f = self.frame_idx
+        self.policy = self.policy.for_video((h, w))  # policies that decide at video size
         image = self._model_input(rgb, image)
         # Frames with prompts need the features twice (prompt decoding and tracking);
         # the others encode and track in one program.
@@ -194,7 +196,8 @@ class StreamingTracker:
         if not isinstance(prompt, Prompt):
             prompt = Prompt(**prompt) if isinstance(prompt, Mapping) else Prompt(*prompt)
         s = self.cfg.image_size
-        init_cond = not self._prompted[i] and not bool(self.bank.valid[i].any())
+        init_cond = (not self._prompted[i]
+                     and not bool(self.bank.valid[i * self.bank.pathways].any()))
         common = dict(reverse=False, num_frames=self.num_frames, init_cond=init_cond,
                       max_cond=self.max_prompt_frames, fill_hole_area=self.fill_hole_area,
                       policy=self.policy)
@@ -222,5 +225,6 @@ class StreamingTracker:
             self.bank = demote_prompted(self.bank, i, prompted.pop(0))
         self.bank = write_object(self.bank, i, streaming_slot(self.bank, f),
                                  mem["maskmem_features"], out["obj_ptr"], f, True,
-                                 out["object_score_logits"])
+                                 out["object_score_logits"],
+                                 area=jnp.sum(out["pred_masks"] > 0))
         return out["pred_masks"], out["object_score_logits"]

@@ -35,6 +35,7 @@ from samv2_jax.tracking.bank import (
     take_objects,
     write_object,
 )
+from samv2_jax.tracking.policies import MemoryPolicy, OfficialPolicy, as_policy
 from samv2_jax.tracking.step import NO_OBJ_SCORE, use_multimask
 from samv2_jax.weights.store import Model
 
@@ -60,7 +61,7 @@ class SAM2VideoPredictor:
                  clear_non_cond_mem_around_input: bool = False,
                  add_all_frames_to_correct_as_cond: bool = False,
                  binarize_mask_from_pts_for_mem_enc: bool = True,
-                 memory_dtype: str = "bfloat16"):
+                 memory_dtype: str = "bfloat16", policy: MemoryPolicy | str = OfficialPolicy()):
         cfg = model.config
         mem = dataclasses.replace(
             cfg.memory, binarize_mask_from_pts_for_mem_enc=binarize_mask_from_pts_for_mem_enc)
@@ -74,6 +75,11 @@ class SAM2VideoPredictor:
         if memory_dtype not in ("bfloat16", "float32"):
             raise ValueError(f"memory_dtype must be 'bfloat16' or 'float32', got {memory_dtype!r}")
         self.memory_dtype = jnp.dtype(memory_dtype)
+        # the memory policy (a name such as "samurai", or a policy object)
+        self.policy = as_policy(policy)
+
+    def _policy(self, state) -> MemoryPolicy:
+        return self.policy.for_video((state["video_height"], state["video_width"]))
 
     @property
     def image_size(self) -> int:
@@ -148,7 +154,8 @@ class SAM2VideoPredictor:
         state["temp_output_dict_per_obj"][idx] = {_COND: {}, _NON_COND: {}}
         state["frames_tracked_per_obj"][idx] = {}
         state["bank"] = append_objects(
-            state["bank"], empty_bank(self.cfg, 1, state["num_frames"], self.memory_dtype))
+            state["bank"], empty_bank(self.cfg, 1, state["num_frames"], self.memory_dtype,
+                                      policy=self._policy(state)))
         return idx
 
     def _known_obj_idx(self, state, obj_id) -> int:
@@ -207,7 +214,8 @@ class SAM2VideoPredictor:
             multimask=use_multimask(self.cfg, init_cond, len(lab)),
             max_cond=self._num_cond(s, [obj_idx]),
             points=(jnp.asarray(pts[None]), jnp.asarray(lab[None])),
-            prev_mask_logits=prev_logits, fill_hole_area=self.fill_hole_area)
+            prev_mask_logits=prev_logits, fill_hole_area=self.fill_hole_area,
+            policy=self._policy(s))
         s["temp_output_dict_per_obj"][obj_idx][key][frame_idx] = self._compact(out)
         return frame_idx, s["obj_ids"], self._consolidated(s, frame_idx, is_cond)
 
@@ -229,7 +237,7 @@ class SAM2VideoPredictor:
             frame_idx, reverse=reverse, num_frames=s["num_frames"], init_cond=init_cond,
             multimask=use_multimask(self.cfg, init_cond, 0),
             max_cond=self._num_cond(s, [obj_idx]), mask_inputs=mask_in[None],
-            fill_hole_area=self.fill_hole_area)
+            fill_hole_area=self.fill_hole_area, policy=self._policy(s))
         s["temp_output_dict_per_obj"][obj_idx][key][frame_idx] = self._compact(out)
         return frame_idx, s["obj_ids"], self._consolidated(s, frame_idx, is_cond)
 
@@ -301,7 +309,8 @@ class SAM2VideoPredictor:
                             out["pred_masks"][:, 0], out["object_score_logits"], True)
                         s["bank"] = write_object(
                             s["bank"], obj_idx, frame_idx, mem["maskmem_features"],
-                            out["obj_ptr"], frame_idx, is_cond, out["object_score_logits"])
+                            out["obj_ptr"], frame_idx, is_cond, out["object_score_logits"],
+                            area=jnp.sum(out["pred_masks"] > 0))
                         out = dict(out, has_memory=True)
                     outs[key][frame_idx] = out
                     if is_cond:
@@ -319,12 +328,13 @@ class SAM2VideoPredictor:
         lo, hi = frame_idx - r, frame_idx + r
         objs = range(len(s["obj_ids"])) if obj_idx is None else [obj_idx]
         bank = s["bank"]
-        drop = np.zeros(bank.valid.shape, bool)
+        drop = np.zeros((bank.num_objects, bank.capacity), bool)
         for i in objs:
             non_cond = s["output_dict_per_obj"][i][_NON_COND]
             for t in range(lo, hi + 1):
                 if non_cond.pop(t, None) is not None:
                     drop[i, t] = True
+        drop = np.repeat(drop, bank.pathways, axis=0)  # every row of an object
         s["bank"] = forget(bank, jnp.asarray(drop) & ~bank.is_cond)
 
     def propagate_in_video(self, inference_state, start_frame_idx=None,
@@ -361,7 +371,7 @@ class SAM2VideoPredictor:
                     self.params, self.cfg, s["bank"], image, frame_idx,
                     jnp.full((o,), frame_idx, jnp.int32), jnp.asarray(~is_cond),
                     reverse=bool(reverse), num_frames=num_frames, max_cond=max_cond,
-                    fill_hole_area=self.fill_hole_area)
+                    fill_hole_area=self.fill_hole_area, policy=self._policy(s))
                 rows = []
                 for i, d in enumerate(outs):
                     if is_cond[i]:

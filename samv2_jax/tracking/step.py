@@ -316,7 +316,10 @@ def _per_row(bank: MemoryBank, x, fill):
     """A per-object [O] argument (or None) as a per-row [R] array."""
     if x is None:
         return jnp.full((bank.num_rows,), fill)
-    x = jnp.broadcast_to(jnp.asarray(x), (bank.num_objects,))
+    x = jnp.asarray(x)
+    if bank.pathways > 1 and x.ndim and x.shape[0] == bank.num_rows:
+        return x  # already per row
+    x = jnp.broadcast_to(x, (bank.num_objects,))
     return jnp.repeat(x, bank.pathways) if bank.pathways > 1 else x
 
 

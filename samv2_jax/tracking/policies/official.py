@@ -96,6 +96,16 @@ def select_pointers(cfg: SAM2Config, bank: MemoryBank, frame_idx, reverse, num_f
             jnp.concatenate(p_valid, 1), scale)
 
 
+def prompted_slots(cfg: SAM2Config, bank: MemoryBank, f, max_cond: int):
+    """The prompted memories in attention, as (cond_slots [O, max_cond], cond_valid, selected
+    [O, C]): the selected prompted slots first (by frame), padded with unused slots."""
+    selected = closest_prompted(cfg, bank, f)
+    order = jnp.argsort(jnp.where(selected, bank.frame_idx, _BIG), axis=1)
+    cond_slots = order[:, :max_cond].astype(jnp.int32)
+    cond_valid = jnp.take_along_axis(selected, cond_slots, axis=1)
+    return cond_slots, cond_valid, selected
+
+
 @dataclasses.dataclass(frozen=True)
 class OfficialPolicy(PolicyBase):
     """The official memory selection, exactly: prompted frames (all of them, or the
@@ -109,11 +119,7 @@ class OfficialPolicy(PolicyBase):
         f = jnp.asarray(frame_idx, jnp.int32)
         reverse = jnp.asarray(reverse, bool)
         num_frames = jnp.asarray(num_frames, jnp.int32)
-        selected = closest_prompted(cfg, bank, f)
-        # Prompted slots first (by frame), padded with unused slots.
-        order = jnp.argsort(jnp.where(selected, bank.frame_idx, _BIG), axis=1)
-        cond_slots = order[:, :max_cond].astype(jnp.int32)
-        cond_valid = jnp.take_along_axis(selected, cond_slots, axis=1)
+        cond_slots, cond_valid, selected = prompted_slots(cfg, bank, f, max_cond)
         # Non-prompted memories, and prompted ones that lost the closeness selection.
         others = bank.valid & (~bank.is_cond | ~selected)
         mem_slots, mem_tpos, mem_valid = select_spatial(cfg, bank, f, reverse, cond_slots,
