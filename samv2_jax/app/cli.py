@@ -26,7 +26,7 @@ from samv2_jax.app.options import (
 )
 
 # In the order `samv2 --help` lists them.
-COMMANDS = ("track", "segment", "download", "convert", "sample", "train", "export")
+COMMANDS = ("track", "segment", "download", "convert", "sample", "train", "export", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

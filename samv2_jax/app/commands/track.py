@@ -100,7 +100,7 @@ def _start(args, reader, prompts, paths, out: Path):
         if args.overwrite and paths.masks_dir is not None and paths.masks_dir.is_dir():
             for old in paths.masks_dir.glob("*.png"):
                 old.unlink()
-        tracker = StreamingTracker(model, num_frames=info.num_frames)
+        tracker = StreamingTracker(model, num_frames=info.num_frames, policy=args.memory)
         raise_pending()
     except BaseException:
         reader.close()
@@ -229,5 +229,8 @@ def add_parsers(sub) -> None:
     o.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
                    help="track only the first N frames")
+    p.add_argument("--memory", default="official", metavar="NAME",
+                   choices=("official", "samurai", "dam4sam", "sam2long", "sam3"),
+                   help="memory policy: official (default), samurai, dam4sam, sam2long, sam3")
     add_model_options(p)
     p.set_defaults(func=_run_track)
