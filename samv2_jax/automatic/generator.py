@@ -1,0 +1,351 @@
+"""Segment everything: `SAM2AutomaticMaskGenerator`, the official class's API over a pipeline
+that does the heavy work under jit and never upsamples a mask it is going to throw away.
+
+Per crop of the image (the whole image, then the tiles of each crop layer):
+
+1. encode the crop once;
+2. decode the point grid in batches (optionally refining each mask once with its own logits
+   as a mask prompt, `use_m2m`), fill small holes and drop small sprinkles at low resolution
+   (`min_mask_region_area`), apply the predicted-IoU filter, and bound every mask's stability
+   score from its low-resolution logits, all in one compiled program;
+3. only the masks that can still pass are upsampled, in fixed-size chunks, for their exact
+   stability score and box; the crop-edge filter and NMS (by predicted IoU) run in JAX;
+4. the survivors' masks are made at the crop's size and kept as their box's pixels only.
+
+NMS across crops (smaller crops preferred) follows, then the records. The numbers are the
+official ones: the same prompts, filters, thresholds and tie-breaks, in the same order.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samv2_jax.automatic import masks as M
+from samv2_jax.automatic.decoder import decode_points
+from samv2_jax.automatic.grids import build_all_layer_point_grids, generate_crop_boxes
+from samv2_jax.config import SAM2Config
+from samv2_jax.modeling.image_encoder import encode_image
+from samv2_jax.modeling.mask_postprocess import fill_holes_and_remove_sprinkles
+from samv2_jax.modeling.transforms import preprocess_image
+from samv2_jax.predictors.inputs import as_rgb_uint8, transform_coords
+
+OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+# Candidates upsampled at once for their exact scores: bounds the memory of one chunk
+# (chunk x crop height x crop width floats) and fixes the compiled shapes.
+_CHUNK = 16
+
+
+# --- compiled steps -----------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def encode_crop(params, cfg: SAM2Config, image_uint8):
+    """One HWC uint8 crop -> its `encode_image` features (batch 1)."""
+    return encode_image(params, cfg, preprocess_image(image_uint8, cfg.image_size)[None])
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "multimask_output", "use_m2m",
+                                             "hole_area"))
+def screen_points(params, cfg: SAM2Config, feats, coords, valid, cell_weights, thresholds, *,
+                  multimask_output: bool, use_m2m: bool, hole_area: float):
+    """Decode B single-point prompts and screen their masks at low resolution.
+
+    coords [B, 2] in the model's input frame, valid [B] (padding prompts are never
+    candidates), thresholds [4]: pred_iou_thresh, stability_score_thresh and the stability
+    score's two cut-offs mask_threshold +- stability_score_offset (traced, so changing them
+    compiles nothing). Returns (logits
+    [B * M, n, n] as the official upsamples them, i.e. after hole filling, predicted IoUs
+    [B * M], candidate [B * M]): a candidate passes the IoU filter (when its threshold is
+    > 0) and its stability bound does not rule it out. Masks are point-major, as the
+    official flattens them.
+    """
+    iou_thresh, stab_thresh, high, low_cut = (thresholds[i] for i in range(4))
+    b = coords.shape[0]
+    labels = jnp.ones((b, 1), jnp.int32)
+    low, ious = decode_points(params, cfg, feats, coords[:, None], labels,
+                              multimask_output=multimask_output)
+    m = low.shape[1]
+    low = low.reshape(b * m, *low.shape[2:]).astype(jnp.float32)
+    ious = ious.reshape(b * m).astype(jnp.float32)
+    if use_m2m:
+        # Official `refine_with_m2m`: each mask's clamped logits prompt its own point again.
+        rep = jnp.repeat(coords, m, axis=0)[:, None]
+        low, ious = decode_points(params, cfg, feats, rep, jnp.ones((b * m, 1), jnp.int32),
+                                  jnp.clip(low, -32.0, 32.0), multimask_output=False)
+        low, ious = low[:, 0].astype(jnp.float32), ious[:, 0].astype(jnp.float32)
+    if hole_area > 0:
+        # The official image predictor's clean-up, at its own threshold (0), not the AMG's.
+        low = fill_holes_and_remove_sprinkles(low, 0.0, hole_area, hole_area)
+    cand = jnp.repeat(valid, m)
+    cand &= (iou_thresh <= 0) | (ious > iou_thresh)
+    bound = M.stability_upper_bound(low, cell_weights, high, low_cut)
+    cand &= (stab_thresh <= 0) | (bound >= stab_thresh)
+    return low, ious, cand
+
+
+@jax.jit
+def _take(logits, idx):
+    return logits[idx]
+
+
+# --- the generator --------------------------------------------------------------------------
+
+def _bucket(n: int, least: int = 64) -> int:
+    """Padded length for n items: powers of two, so only a few shapes get compiled."""
+    return max(least, 1 << max(0, int(n - 1).bit_length()))
+
+
+def _as_model(model):
+    if hasattr(model, "config") and hasattr(model, "params"):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from samv2_jax.weights.store import load
+
+        return load(model)
+    raise TypeError("SAM2AutomaticMaskGenerator needs a samv2_jax Model (samv2_jax.load(...)) "
+                    f"or a model name or path that samv2_jax.load takes, got "
+                    f"{type(model).__name__}")
+
+
+class SAM2AutomaticMaskGenerator:
+    """Masks for everything in an image, from a grid of single-point prompts.
+
+    Mirrors `sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`: the same constructor
+    arguments and defaults, and `generate(image)` returns the same records. `model` is a
+    samv2_jax Model, or a name or path that `samv2_jax.load` takes.
+    `points_per_batch` prompts are decoded per compiled call (more is faster on GPU/TPU);
+    after `generate`, `timings` holds its seconds: "encode" (all crops), "total".
+    """
+
+    def __init__(self, model, points_per_side: int | None = 32, points_per_batch: int = 64,
+                 pred_iou_thresh: float = 0.8, stability_score_thresh: float = 0.95,
+                 stability_score_offset: float = 1.0, mask_threshold: float = 0.0,
+                 box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
+                 crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
+                 crop_n_points_downscale_factor: int = 1, point_grids=None,
+                 min_mask_region_area: int = 0, output_mode: str = "binary_mask",
+                 use_m2m: bool = False, multimask_output: bool = True, **kwargs: Any) -> None:
+        if (points_per_side is None) == (point_grids is None):
+            raise ValueError("give exactly one of points_per_side (a regular grid) and "
+                             "point_grids (one [N, 2] array of points in [0, 1] per crop layer)")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode {output_mode!r} is not one of {OUTPUT_MODES}")
+        if int(crop_n_layers) < 0:
+            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+        if int(points_per_batch) <= 0:
+            raise ValueError(f"points_per_batch must be positive, got {points_per_batch}")
+        if points_per_side is not None:
+            if int(points_per_side) <= 0:
+                raise ValueError(f"points_per_side must be positive, got {points_per_side}")
+            if int(crop_n_points_downscale_factor) <= 0:
+                raise ValueError("crop_n_points_downscale_factor must be positive, got "
+                                 f"{crop_n_points_downscale_factor}")
+            grids = build_all_layer_point_grids(int(points_per_side), int(crop_n_layers),
+                                                int(crop_n_points_downscale_factor))
+        else:
+            grids = [np.asarray(g, np.float64) for g in point_grids]
+            for i, g in enumerate(grids):
+                if g.ndim != 2 or g.shape[1] != 2:
+                    raise ValueError(f"point_grids[{i}] must be [N, 2] (x, y) in [0, 1], got "
+                                     f"shape {g.shape}")
+        if len(grids) < int(crop_n_layers) + 1:
+            raise ValueError(f"point_grids has {len(grids)} grids for {int(crop_n_layers) + 1} "
+                             "crop layers (the image itself and crop_n_layers); give one per "
+                             "layer")
+        self.model = _as_model(model)
+        self.point_grids = grids
+        self.points_per_batch = int(points_per_batch)
+        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.stability_score_thresh = float(stability_score_thresh)
+        self.stability_score_offset = float(stability_score_offset)
+        self.mask_threshold = float(mask_threshold)
+        self.box_nms_thresh = float(box_nms_thresh)
+        self.crop_n_layers = int(crop_n_layers)
+        self.crop_nms_thresh = float(crop_nms_thresh)
+        self.crop_overlap_ratio = float(crop_overlap_ratio)
+        self.crop_n_points_downscale_factor = int(crop_n_points_downscale_factor)
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+        self.use_m2m = bool(use_m2m)
+        self.multimask_output = bool(multimask_output)
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, **kwargs: Any) -> SAM2AutomaticMaskGenerator:
+        """A generator over `samv2_jax.load(model_id)` (an official name such as
+        "sam2.1_hiera_tiny", a checkpoint or a converted directory); `image_size` goes to the
+        model, every other keyword to the generator."""
+        from samv2_jax.weights.store import load
+
+        image_size = kwargs.pop("image_size", None)
+        model = load(model_id) if image_size is None else load(model_id, image_size=image_size)
+        return cls(model, **kwargs)
+
+    @property
+    def config(self) -> SAM2Config:
+        return self.model.config
+
+    # -- generate --
+
+    def generate(self, image) -> list[dict[str, Any]]:
+        """All masks of an HWC uint8 RGB image (or PIL image), as a list of records:
+        segmentation (bool [H, W] array, or an RLE dict with the RLE output modes), area,
+        bbox (XYWH), predicted_iou, point_coords ([[x, y]]), stability_score, crop_box (XYWH).
+        """
+        image = as_rgb_uint8(image)
+        start = time.perf_counter()
+        self.timings = {"encode": 0.0}
+        orig_hw = tuple(int(v) for v in image.shape[:2])
+        crop_boxes, layer_idxs = generate_crop_boxes(orig_hw, self.crop_n_layers,
+                                                     self.crop_overlap_ratio)
+        found = [self._process_crop(image, box, layer, orig_hw)
+                 for box, layer in zip(crop_boxes, layer_idxs)]
+        records = [r for crop in found for r in crop]
+        if len(crop_boxes) > 1 and records:
+            records = self._nms_across_crops(records)
+        out = [self._record(r, orig_hw) for r in records]
+        self.timings["total"] = time.perf_counter() - start
+        return out
+
+    def _process_crop(self, image, crop_box, layer_idx, orig_hw) -> list[dict]:
+        cfg, params = self.config, self.model.params
+        x0, y0, x1, y1 = crop_box
+        crop = image[y0:y1, x0:x1]
+        crop_hw = tuple(int(v) for v in crop.shape[:2])
+        t = time.perf_counter()
+        feats = jax.block_until_ready(encode_crop(params, cfg, jnp.asarray(crop)))
+        self.timings["encode"] += time.perf_counter() - t
+
+        # The official scales the float64 grid by the crop size, then works in float32.
+        points = (self.point_grids[layer_idx] * np.array(crop_hw)[None, ::-1]).astype(np.float32)
+        coords = transform_coords(points, crop_hw, cfg.image_size).astype(np.float32)
+        weights = M.cell_weights(cfg.low_res_mask_size, crop_hw)
+        static = dict(multimask_output=self.multimask_output, use_m2m=self.use_m2m,
+                      hole_area=float(self.min_mask_region_area))
+        # Sums in double, then float32: the official compares float32 masks with Python floats.
+        t, o = self.mask_threshold, self.stability_score_offset
+        thresholds = jnp.asarray([self.pred_iou_thresh, self.stability_score_thresh, t + o,
+                                  t - o], jnp.float32)
+        mask_threshold = jnp.float32(t)
+        per_point = 3 if self.multimask_output else 1  # masks per prompt, point-major
+        bsz = self.points_per_batch
+        n = len(points)
+
+        def launch(s):
+            chunk = coords[s:s + bsz]
+            valid = np.zeros(bsz, bool)
+            valid[:len(chunk)] = True
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bsz - len(chunk), 0)])
+            return screen_points(params, cfg, feats, jnp.asarray(chunk), jnp.asarray(valid),
+                                 weights, thresholds, **static)
+
+        # Kept candidates: their logits (device chunks), point index, IoU, stability, box.
+        logit_chunks, where, ious, stabs, boxes, pts = [], [], [], [], [], []
+        starts = list(range(0, n, bsz))
+        pending = launch(starts[0]) if starts else None
+        for i, s in enumerate(starts):
+            low, iou, cand = pending
+            if i + 1 < len(starts):  # keep the device busy while this batch is read
+                pending = launch(starts[i + 1])
+            idx = np.flatnonzero(np.asarray(cand))
+            if idx.size == 0:
+                continue
+            iou = np.asarray(iou)
+            for c in range(0, idx.size, _CHUNK):
+                sel = idx[c:c + _CHUNK]
+                padded = np.concatenate([sel, np.repeat(sel[-1:], _CHUNK - sel.size)])
+                logits = _take(low, jnp.asarray(padded, jnp.int32))
+                stab, box = M.upsampled_stats(logits, crop_hw, mask_threshold,
+                                              thresholds[2], thresholds[3])
+                stab, box = np.asarray(stab)[:sel.size], np.asarray(box)[:sel.size]
+                keep = np.ones(sel.size, bool)
+                if self.stability_score_thresh > 0:
+                    keep &= stab >= np.float32(self.stability_score_thresh)
+                keep &= ~np.asarray(M.near_crop_edge(
+                    jnp.asarray(box), crop_box, [0, 0, orig_hw[1], orig_hw[0]]))
+                if not keep.any():
+                    continue
+                logit_chunks.append(logits)
+                chunk_id = len(logit_chunks) - 1
+                for j in np.flatnonzero(keep):
+                    where.append((chunk_id, int(j)))
+                ious.append(iou[sel[keep]])
+                stabs.append(stab[keep])
+                boxes.append(box[keep])
+                pts.append(points[s + sel[keep] // per_point])
+        if not where:
+            return []
+        ious, stabs = np.concatenate(ious), np.concatenate(stabs)
+        boxes, pts = np.concatenate(boxes), np.concatenate(pts)
+
+        # Duplicates within the crop: NMS by predicted IoU.
+        kept = self._nms(boxes, ious, self.box_nms_thresh)
+        # The survivors' masks at the crop's size, stored as their boxes' pixels.
+        sel_logits = jnp.stack([logit_chunks[where[k][0]][where[k][1]] for k in kept])
+        crops = []
+        for c in range(0, len(kept), _CHUNK):
+            part = sel_logits[c:c + _CHUNK]
+            if part.shape[0] < _CHUNK:
+                part = jnp.concatenate(
+                    [part, jnp.repeat(part[-1:], _CHUNK - part.shape[0], axis=0)])
+            masks = np.asarray(M.upsampled_masks(part, crop_hw, mask_threshold))
+            for j in range(min(_CHUNK, len(kept) - c)):
+                bx0, by0, bx1, by1 = boxes[kept[c + j]]
+                crops.append(masks[j, by0:by1 + 1, bx0:bx1 + 1].copy())
+        offset = np.array([x0, y0, x0, y0])
+        return [{"pixels": crops[i], "box": boxes[k] + offset, "iou": ious[k],
+                 "stability": stabs[k], "point": pts[k] + np.float32([x0, y0]),
+                 "crop_box": crop_box}
+                for i, k in enumerate(kept)]
+
+    @staticmethod
+    def _nms(boxes, scores, iou_threshold) -> np.ndarray:
+        """Indices kept by greedy NMS, in visiting (descending score) order."""
+        k = len(boxes)
+        size = _bucket(k)
+        pad = size - k
+        b = np.concatenate([boxes, np.zeros((pad, 4), boxes.dtype)]).astype(np.float32)
+        s = np.concatenate([scores, np.zeros(pad, np.float32)]).astype(np.float32)
+        valid = np.arange(size) < k
+        order, kept = M.nms(jnp.asarray(b), jnp.asarray(s), jnp.asarray(valid),
+                            float(iou_threshold))
+        order, kept = np.asarray(order), np.asarray(kept)
+        return order[kept]
+
+    def _nms_across_crops(self, records: list[dict]) -> list[dict]:
+        """Official: NMS over all crops' masks with score 1 / crop area (smaller crops win)."""
+        boxes = np.stack([r["box"] for r in records])
+        areas = np.array([(r["crop_box"][2] - r["crop_box"][0])
+                          * (r["crop_box"][3] - r["crop_box"][1]) for r in records])
+        scores = (1.0 / areas.astype(np.float32)).astype(np.float32)
+        return [records[i] for i in self._nms(boxes, scores, self.crop_nms_thresh)]
+
+    def _record(self, r: dict, orig_hw) -> dict[str, Any]:
+        from samv2_jax.io import rle
+
+        x0, y0, x1, y1 = (int(v) for v in r["box"])
+        pixels = r["pixels"]
+        if self.output_mode == "binary_mask":
+            seg = np.zeros(orig_hw, bool)
+            seg[y0:y0 + pixels.shape[0], x0:x0 + pixels.shape[1]] = pixels
+        else:
+            seg = rle.encode(pixels, offset=(x0, y0), size=orig_hw)
+            if self.output_mode == "coco_rle":
+                seg = rle.compress(seg)
+        box = np.float32([x0, y0, x1 - x0, y1 - y0])
+        cx0, cy0, cx1, cy1 = r["crop_box"]
+        return {
+            "segmentation": seg,
+            "area": int(np.count_nonzero(pixels)),
+            "bbox": box.tolist(),
+            "predicted_iou": float(r["iou"]),
+            "point_coords": [np.asarray(r["point"], np.float32).tolist()],
+            "stability_score": float(r["stability"]),
+            "crop_box": np.float32([cx0, cy0, cx1 - cx0, cy1 - cy0]).tolist(),
+        }
