@@ -1,0 +1,129 @@
+"""Per-frame time of each memory policy against the official policy on the same frames, and
+SAM2Long's cost: its pathways against one, split into the image encoding (once per frame)
+and the memory-conditioned decodes (one per pathway).
+
+Usage: python benchmarks/memory_policies.py [--model sam2.1_hiera_tiny] [--size 512]
+       [--frames 12] [--objects 1] [--rounds 3]
+
+Weights are re-drawn at random (tests/official.py), frames are a window sliding over
+scikit-image's astronaut; every policy runs the same frames in alternating rounds (this host
+is noisy) and the median per-frame time after compiling is reported. With --reference
+PATH_TO_SAM2LONG, the reference SAM2Long implementation's own per-frame time on the same
+model and frames is measured too (it hard-codes 64x64 memory tokens: --size 1024 only).
+Writes benchmarks/results/memory_policies.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+POLICIES = ("official", "samurai", "dam4sam", "sam3", "sam2long")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="sam2.1_hiera_tiny")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--objects", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/memory_policies.md"))
+    args = ap.parse_args()
+
+    import official
+    import video_scripts as vs
+    from samv2_jax.io.frames import preprocess_frame
+    from samv2_jax.modeling.image_encoder import encode_image
+    from samv2_jax.tracking.bank import empty_bank, write
+    from samv2_jax.tracking.policies import policy_by_name
+    from samv2_jax.tracking.step import condition_on_memory, sam_candidates, track_step
+    from samv2_jax.weights.official import convert_state_dict
+
+    official.install_torchvision_standin()
+    sd = official.official_state_dict(args.model, args.size)
+    cfg, params = convert_state_dict(sd, image_size=args.size)
+    head = params["sam_mask_decoder"]["pred_obj_score_head"]["layers"]["2"]
+    head["bias"] = head["bias"] + vs.PRESENT
+    frames = vs.make_frames(args.frames, 300, 420)
+    images = [jnp.asarray(preprocess_frame(f, args.size))[None] for f in frames]
+    enc = jax.jit(lambda im: encode_image(params, cfg, im))
+    feats = [enc(im) for im in images]
+    e, d = cfg.embedding_size, cfg.memory.mem_dim
+    rng = np.random.default_rng(0)
+
+    def run(name):
+        policy = policy_by_name(name)
+        bank = empty_bank(cfg, args.objects, args.frames, policy=policy)
+        r = bank.num_rows
+        bank = write(bank, 0, rng.normal(size=(r, e, e, d)), rng.normal(size=(r, 256)), 0,
+                     True, np.full(r, 10.0), area=np.full(r, 100.0))
+        times = []
+        for f in range(1, args.frames):
+            t = time.perf_counter()
+            out, bank = track_step(params, cfg, bank, feats[f], f, jnp.full(
+                (args.objects,), f), max_cond=4, num_frames=args.frames, policy=policy)
+            jax.block_until_ready(out["pred_masks"])
+            times.append(time.perf_counter() - t)
+        return times[2:]  # the first frames compile
+
+    per = {n: [] for n in POLICIES}
+    for _ in range(args.rounds):
+        for n in POLICIES:
+            per[n].extend(run(n))
+    med = {n: statistics.median(v) for n, v in per.items()}
+
+    # SAM2Long's parts: one image encoding, and memory attention + decoder per pathway
+    def timed(fn, *a, reps=5):
+        jax.block_until_ready(fn(*a))
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*a))
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    t_enc = timed(enc, images[3])
+    parts = {}
+    for p in (1, 3):
+        pol = policy_by_name("sam2long") if p == 3 else policy_by_name("sam3")
+        bank = empty_bank(cfg, 1, args.frames, policy=pol)
+        bank = write(bank, 0, rng.normal(size=(bank.num_rows, e, e, d)),
+                     rng.normal(size=(bank.num_rows, 256)), 0, True,
+                     np.full(bank.num_rows, 10.0), area=np.full(bank.num_rows, 100.0))
+        sel = pol.select(cfg, bank, 1, reverse=False, num_frames=args.frames, max_cond=4)
+        decode = jax.jit(lambda b, s, ft: sam_candidates(
+            params, cfg, condition_on_memory(params, cfg, b, s, ft["image_embed"],
+                                             ft["image_pos"]), ft["high_res_feats"],
+            multimask=True).masks)
+        parts[p] = timed(decode, bank, sel, feats[3])
+
+    lines = [f"# Memory policies: per-frame time ({args.model} at {args.size}, "
+             f"{args.objects} object(s), {args.frames} frames, {args.rounds} alternating "
+             "rounds, median after compiling)", "",
+             "Provisional: measured on a shared 2-core CPU host; rerun on a quiet machine.", "",
+             "| policy | s / frame | vs official |", "| --- | ---: | ---: |"]
+    for n in POLICIES:
+        lines.append(f"| {n} | {med[n]:.4f} | {med[n] / med['official']:.3f} |")
+    lines += ["", "SAM2Long's parts (one frame):", "",
+              "| part | s |", "| --- | ---: |",
+              f"| image encoding (once per frame) | {t_enc:.4f} |",
+              f"| memory attention + decoder, 1 row | {parts[1]:.4f} |",
+              f"| memory attention + decoder, 3 pathways batched | {parts[3]:.4f} |",
+              f"| ratio 3 pathways / 1 | {parts[3] / parts[1]:.2f} |", ""]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
