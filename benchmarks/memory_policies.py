@@ -41,14 +41,15 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/memory_policies.md"))
     args = ap.parse_args()
 
-    import official
-    import video_scripts as vs
     from samv2_jax.io.frames import preprocess_frame
     from samv2_jax.modeling.image_encoder import encode_image
     from samv2_jax.tracking.bank import empty_bank, write
     from samv2_jax.tracking.policies import policy_by_name
     from samv2_jax.tracking.step import condition_on_memory, sam_candidates, track_step
     from samv2_jax.weights.official import convert_state_dict
+
+    import official
+    import video_scripts as vs
 
     official.install_torchvision_standin()
     sd = official.official_state_dict(args.model, args.size)

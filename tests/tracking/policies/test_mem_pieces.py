@@ -13,7 +13,6 @@ from samv2_jax.tracking.bank import empty_bank, write
 from samv2_jax.tracking.policies import dam4sam, sam2long, samurai
 from samv2_jax.tracking.policies.gated import gated_recent
 
-
 # --- SAMURAI's Kalman filter against the textbook equations in float64 -------------------
 
 def _np_filter():

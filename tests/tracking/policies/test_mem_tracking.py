@@ -10,12 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import video_scripts as vs
-from conftest import converted_pair
 from samv2_jax.modeling.image_encoder import encode_image
 from samv2_jax.tracking.bank import empty_bank, take_objects, write
 from samv2_jax.tracking.policies import OfficialPolicy, policy_by_name
 from samv2_jax.tracking.step import track_step
+
+import video_scripts as vs
+from conftest import converted_pair
 
 MODEL, SIZE, T = "sam2.1_hiera_tiny", 256, 5
 
