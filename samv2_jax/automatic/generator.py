@@ -146,8 +146,13 @@ class SAM2AutomaticMaskGenerator:
             if int(crop_n_points_downscale_factor) <= 0:
                 raise ValueError("crop_n_points_downscale_factor must be positive, got "
                                  f"{crop_n_points_downscale_factor}")
-            grids = build_all_layer_point_grids(int(points_per_side), int(crop_n_layers),
-                                                int(crop_n_points_downscale_factor))
+            scale = int(crop_n_points_downscale_factor)
+            if int(int(points_per_side) / scale ** int(crop_n_layers)) < 1:
+                raise ValueError(
+                    f"points_per_side={points_per_side} with crop_n_points_downscale_factor="
+                    f"{scale} leaves crop layer {crop_n_layers} without points; use more "
+                    "points per side, a smaller factor or fewer crop layers")
+            grids = build_all_layer_point_grids(int(points_per_side), int(crop_n_layers), scale)
         else:
             grids = [np.asarray(g, np.float64) for g in point_grids]
             for i, g in enumerate(grids):
