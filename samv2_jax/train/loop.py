@@ -33,6 +33,10 @@ from samv2_jax.train.data.augment import AugmentConfig, Jitter, normalize_images
 log = logging.getLogger("samv2_jax.train")
 
 
+# Other names users reach for: the MOSE recipe is the official one.
+RECIPE_ALIASES = {"mose": "official", "frozen_encoder": "frozen_image_encoder"}
+
+
 class TrainingStopped(RuntimeError):
     """The run cannot go on (for instance: too many non-finite steps in a row)."""
 
@@ -46,8 +50,9 @@ class RunConfig:
     init: "pretrained" (the model's weights) or "random" (drawn with `seed`, from the model's
         config: for experiments and the fine-tuning benchmark).
     data / val: dataset specs `KIND:PATH[,key=value...]` (see `samv2_jax.train.data`).
-    recipe: the optimizer recipe given to `make_optimizer` ("mose": the official MOSE
-        fine-tuning recipe; "decoder_only", "frozen_encoder").
+    recipe: "official" (the official MOSE fine-tuning recipe), "frozen_image_encoder" or
+        "decoder_only" (each sets the optimizer recipe and the matching `train` freezing), or
+        an `OptimizerRecipe` (a mapping of its fields in a file).
     batch_size: the global batch (clips per step over all devices and hosts).
     precision / remat: `train.compute_dtype` / `train.remat` in short.
     param_sharding: rules (name pattern, partition spec) for params too big to replicate.
@@ -58,7 +63,7 @@ class RunConfig:
     image_size: int = 1024
     data: tuple = ()
     val: tuple = ()
-    recipe: Any = "mose"
+    recipe: Any = "official"
     steps: int = 1000
     batch_size: int = 1
     num_frames: int = 8
@@ -95,8 +100,22 @@ class RunConfig:
         if self.max_nonfinite_steps < 1:
             raise ValueError("max_nonfinite_steps must be >= 1")
 
+    def optimizer_recipe(self):
+        from samv2_jax.train.optimizer import OptimizerRecipe, get_recipe
+
+        recipe = RECIPE_ALIASES.get(self.recipe, self.recipe) \
+            if isinstance(self.recipe, str) else self.recipe
+        if isinstance(recipe, Mapping):
+            recipe = OptimizerRecipe(**_dataclass_from(OptimizerRecipe, recipe, "recipe"))
+        return get_recipe(recipe)
+
     def train_config(self) -> TrainConfig:
         cfg = self.train
+        recipe = self.optimizer_recipe()
+        if recipe.freeze and "image_encoder.*" in recipe.freeze:
+            cfg = cfg.replace(freeze_image_encoder=True)
+        if recipe.train_only and not cfg.train_only:
+            cfg = cfg.replace(train_only=tuple(recipe.train_only))
         if self.precision is not None:
             cfg = cfg.replace(compute_dtype=self.precision)
         if self.remat is not None:
@@ -110,6 +129,8 @@ class RunConfig:
         d = dataclasses.asdict(self)
         d["data"] = [_spec_text(s) for s in self.data]
         d["val"] = [_spec_text(s) for s in self.val]
+        if not isinstance(self.recipe, str):
+            d["recipe"] = dataclasses.asdict(self.optimizer_recipe())
         return d
 
 
@@ -401,7 +422,6 @@ def run(config: RunConfig) -> dict:
 
     from samv2_jax.train import sharding as shd
     from samv2_jax.train.data.pipeline import LoaderConfig, make_train_stream, parse_data_spec
-    from samv2_jax.train.optimizer import make_optimizer
     from samv2_jax.train.state import Checkpoints, write_run_file
 
     if isinstance(config, Mapping):
@@ -420,15 +440,9 @@ def run(config: RunConfig) -> dict:
     model_cfg, host_params = _initial_params(config)
     if primary:
         write_run_file(out, model_cfg, config.to_dict())
-    p_shard = shd.param_shardings(host_params, mesh, config.param_sharding)
-    params = jax.device_put(host_params, p_shard)
+    setup = setup_training(config, model_cfg, host_params, mesh)
     del host_params
-    optimizer = wrap_optimizer(make_optimizer(params, model_cfg, config.recipe, config.steps),
-                               config.max_nonfinite_steps)
-    init = jax.jit(optimizer.init, in_shardings=(p_shard,))
-    opt_shard = init.lower(params).compile().output_shardings
-    opt_state = init(params)
-    key = jax.device_put(jax.random.PRNGKey(config.seed), shd.replicated(mesh))
+    params, opt_state, key = setup["params"], setup["opt_state"], setup["key"]
 
     loader_cfg = LoaderConfig(global_batch_size=config.batch_size, seed=config.seed,
                               image_size=model_cfg.image_size, num_frames=config.num_frames,
@@ -448,11 +462,7 @@ def run(config: RunConfig) -> dict:
     def step_fn(i: int):
         tc = step_cfgs[i]
         if tc not in step_fns:
-            f = make_train_step(model_cfg, tc, optimizer)
-            rep = shd.replicated(mesh)
-            step_fns[tc] = jax.jit(f, in_shardings=(p_shard, opt_shard, rep, None),
-                                   out_shardings=(p_shard, opt_shard, rep, rep),
-                                   donate_argnums=(0, 1, 2))
+            step_fns[tc] = setup["compile_step"](tc)
         return step_fns[tc]
 
     logger = _Log(out, config, start, primary)
@@ -550,6 +560,34 @@ def run(config: RunConfig) -> dict:
     del optax
     return {"out": str(out), "step": step_no, "metrics": last, "checkpoints": steps_kept,
             "weights": weights}
+
+
+def setup_training(config: RunConfig, model_cfg, host_params, mesh) -> dict:
+    """Params, optimizer state and PRNG key placed on `mesh`, and `compile_step(train_cfg)`,
+    the jitted step with the run's shardings (the same program for `run` and for anyone
+    who wants to reproduce one of its steps)."""
+    import jax
+
+    from samv2_jax.train import sharding as shd
+    from samv2_jax.train.optimizer import make_optimizer
+
+    p_shard = shd.param_shardings(host_params, mesh, config.param_sharding)
+    params = jax.device_put(host_params, p_shard)
+    optimizer = wrap_optimizer(make_optimizer(params, model_cfg, config.optimizer_recipe(),
+                                              config.steps),
+                               config.max_nonfinite_steps)
+    init = jax.jit(optimizer.init, in_shardings=(p_shard,))
+    opt_shard = init.lower(params).compile().output_shardings
+    rep = shd.replicated(mesh)
+
+    def compile_step(train_cfg: TrainConfig):
+        return jax.jit(make_train_step(model_cfg, train_cfg, optimizer),
+                       in_shardings=(p_shard, opt_shard, rep, None),
+                       out_shardings=(p_shard, opt_shard, rep, rep), donate_argnums=(0, 1, 2))
+
+    return {"params": params, "opt_state": init(params),
+            "key": jax.device_put(jax.random.PRNGKey(config.seed), rep),
+            "compile_step": compile_step, "param_shardings": p_shard}
 
 
 def _step_train_config(train_cfg: TrainConfig, spec) -> TrainConfig:

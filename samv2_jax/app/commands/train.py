@@ -94,7 +94,8 @@ def add_parsers(sub) -> None:
                    help="start from the model's weights (default) or from random ones")
     p.add_argument("--image-size", type=positive_int, default=None)
     p.add_argument("--recipe", default=None,
-                   help="optimizer recipe: mose (default), decoder_only, frozen_encoder")
+                   help="official (the MOSE fine-tuning recipe, default), frozen_image_encoder, "
+                        "decoder_only")
     p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="global batch: clips per step over all devices and hosts")
