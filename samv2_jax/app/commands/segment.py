@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from samv2_jax.app.everything import add_options as add_everything_options
 from samv2_jax.app.options import add_model_options, load_model, prepare_out_dir, select_device
 
 
@@ -25,6 +26,10 @@ def _run_segment(args) -> int:
     from samv2_jax.io import outputs
     from samv2_jax.predictors.image import SAM2ImagePredictor
 
+    if args.everything:  # the automatic mask generator (app/everything.py)
+        from samv2_jax.app.everything import run
+
+        return run(args)
     prompts = _parse_segment_prompts(args)
     try:
         with Image.open(args.image) as im:
@@ -79,7 +84,7 @@ def add_parsers(sub) -> None:
                                    "of three candidate masks; --all writes all three.",
                        epilog="example:\n  samv2 segment photo.jpg --point 500,375 --out mask.png",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", help="image file (JPEG, PNG, ...)")
+    p.add_argument("image", help="image file (JPEG, PNG, ...); with --everything also a folder")
     p.add_argument("--point", action="append", default=[], metavar="X,Y[:LABEL]",
                    help="a click in image pixels; LABEL 1 = on the object (default), 0 = not; "
                         "repeatable")
@@ -90,5 +95,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--overlay", default=None,
                    help="overlay picture to write (default: OUT_overlay.png)")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay picture")
+    add_everything_options(p)
     add_model_options(p)
     p.set_defaults(func=_run_segment)
