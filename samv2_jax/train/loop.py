@@ -576,9 +576,13 @@ def setup_training(config: RunConfig, model_cfg, host_params, mesh) -> dict:
     optimizer = wrap_optimizer(make_optimizer(params, model_cfg, config.optimizer_recipe(),
                                               config.steps),
                                config.max_nonfinite_steps)
-    init = jax.jit(optimizer.init, in_shardings=(p_shard,))
-    opt_shard = init.lower(params).compile().output_shardings
     rep = shd.replicated(mesh)
+    found = jax.jit(optimizer.init, in_shardings=(p_shard,)).lower(params).compile()
+    mesh_devices = set(mesh.devices.flat)
+    # State that does not follow a param (counters, flags) is replicated over the mesh.
+    opt_shard = jax.tree.map(lambda s: s if set(s.device_set) == mesh_devices else rep,
+                             found.output_shardings)
+    init = jax.jit(optimizer.init, in_shardings=(p_shard,), out_shardings=opt_shard)
 
     def compile_step(train_cfg: TrainConfig):
         return jax.jit(make_train_step(model_cfg, train_cfg, optimizer),
@@ -667,35 +671,43 @@ class _Validator:
         return evaluate_videos(self.model_cfg, host_params, self.videos, prefix="val/")
 
 
-def track_first_frame_masks(model_cfg, params, frames: np.ndarray, masks: np.ndarray):
-    """[T, O, H, W] bool predictions for a video given its objects' first-frame masks."""
-    import jax.numpy as jnp
+def _labels(masks: np.ndarray) -> np.ndarray:
+    """[T, O, H, W] bool -> [T, H, W] uint8 label maps (object k is label k + 1)."""
+    t, o = masks.shape[:2]
+    out = np.zeros((t, *masks.shape[2:]), np.uint8)
+    for k in range(o):
+        out[masks[:, k]] = k + 1
+    return out
 
+
+def track_first_frame_masks(model_cfg, params, frames: np.ndarray, masks: np.ndarray
+                            ) -> np.ndarray:
+    """[T, H, W] predicted label maps of a video whose objects are given by their first-frame
+    masks, tracked forward by `SAM2VideoPredictor`."""
+    from samv2_jax.evaluation.dataset import labels_from_logits
     from samv2_jax.predictors.video import SAM2VideoPredictor
     from samv2_jax.weights.store import Model
 
-    pred = SAM2VideoPredictor(Model(config=model_cfg, params=params), fill_hole_area=0)
+    pred = SAM2VideoPredictor(Model(config=model_cfg, params=params))
     state = pred.init_state(frames)
-    for o in range(masks.shape[1]):
-        pred.add_new_mask(state, 0, o + 1, masks[0, o])
-    out = np.zeros(masks.shape, bool)
-    for t, obj_ids, logits in pred.propagate_in_video(state):
-        for k, obj in enumerate(obj_ids):
-            out[t, int(obj) - 1] = np.asarray(jnp.asarray(logits[k])).reshape(
-                masks.shape[-2:]) > 0
+    for k in range(masks.shape[1]):
+        pred.add_new_mask(state, 0, k + 1, masks[0, k])
+    out = np.zeros((len(frames), *masks.shape[2:]), np.uint8)
+    for t, ids, logits in pred.propagate_in_video(state):
+        out[t] = labels_from_logits(np.asarray(logits), ids)
     return out
 
 
 def evaluate_videos(model_cfg, params, videos, prefix: str = "") -> dict:
-    """Mean J, F and J&F (the DAVIS measures, `samv2_jax.evaluation`) over videos given as
-    (name, frames, masks, ids): every object prompted by its first-frame mask, the first frame
-    left out of the scores as the DAVIS protocol does."""
-    from samv2_jax.evaluation import davis_scores
+    """Mean J, F and J&F over videos given as (name, frames, masks, ids), with the DAVIS
+    semi-supervised protocol of `samv2_jax.evaluation` (first-frame masks as prompts)."""
+    from samv2_jax.evaluation import evaluate_video, summarize
 
-    preds, gts = [], []
-    for _, frames, masks, _ in videos:
-        preds.append(track_first_frame_masks(model_cfg, params, frames, masks))
-        gts.append(masks)
-    scores = davis_scores(preds, gts)
-    return {f"{prefix}J": float(scores["J"]), f"{prefix}F": float(scores["F"]),
-            f"{prefix}J&F": float(scores["J&F"])}
+    per_video = {}
+    for name, frames, masks, _ in videos:
+        per_video[name] = evaluate_video(_labels(masks),
+                                         track_first_frame_masks(model_cfg, params, frames,
+                                                                 masks))
+    s = summarize(per_video)
+    return {f"{prefix}J": float(s["J"]), f"{prefix}F": float(s["F"]),
+            f"{prefix}J&F": float(s["J&F"])}
