@@ -16,6 +16,7 @@ _EXPORTS = {
     "get_config": "samv2_jax.config",
     "SAM2ImagePredictor": "samv2_jax.predictors.image",
     "SAM2VideoPredictor": "samv2_jax.predictors.video",
+    "SAM2AutomaticMaskGenerator": "samv2_jax.automatic.generator",
     "StreamingTracker": "samv2_jax.predictors.streaming",
     "Prompt": "samv2_jax.predictors.streaming",
     "MemoryBank": "samv2_jax.tracking.bank",

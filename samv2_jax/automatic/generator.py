@@ -332,14 +332,14 @@ class SAM2AutomaticMaskGenerator:
         return [records[i] for i in self._nms(boxes, scores, self.crop_nms_thresh)]
 
     def _record(self, r: dict, orig_hw) -> dict[str, Any]:
-        from samv2_jax.io import rle
-
         x0, y0, x1, y1 = (int(v) for v in r["box"])
         pixels = r["pixels"]
         if self.output_mode == "binary_mask":
             seg = np.zeros(orig_hw, bool)
             seg[y0:y0 + pixels.shape[0], x0:x0 + pixels.shape[1]] = pixels
         else:
+            from samv2_jax.io import rle  # only the RLE modes need it
+
             seg = rle.encode(pixels, offset=(x0, y0), size=orig_hw)
             if self.output_mode == "coco_rle":
                 seg = rle.compress(seg)
