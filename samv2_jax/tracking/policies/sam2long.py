@@ -116,7 +116,7 @@ class Sam2LongPolicy(PolicyBase):
     def init_state(self, cfg: SAM2Config, num_rows: int, capacity: int):
         return {"lineage": jnp.zeros((num_rows, capacity), jnp.int32),
                 "acc": jnp.zeros((num_rows,), jnp.float32),
-                "parent": jnp.arange(num_rows, dtype=jnp.int32),
+                "parent": jnp.arange(num_rows, dtype=jnp.int32) % self.pathways,
                 "pending_acc": jnp.zeros((num_rows,), jnp.float32)}
 
     def _sources(self, bank: MemoryBank):
@@ -182,7 +182,8 @@ class Sam2LongPolicy(PolicyBase):
         parent = jnp.where(fresh, own, parent).astype(jnp.int32)
         index = jnp.where(fresh, jnp.argmax(cand.ious, -1), index).astype(jnp.int32)
         score = jnp.where(fresh, 0.0, score)
-        state = dict(st, parent=parent, pending_acc=score)
+        # (kept within the object, so an object's state does not depend on its row)
+        state = dict(st, parent=parent % p, pending_acc=score)
         return MaskChoice(index, parent), bank.replace(policy_state=state)
 
     def decide_write(self, cfg: SAM2Config, bank: MemoryBank, cand: Candidates, out: dict,
@@ -190,7 +191,7 @@ class Sam2LongPolicy(PolicyBase):
         st = bank.policy_state
         r = bank.num_rows
         own = jnp.arange(r, dtype=jnp.int32)
-        parent = jnp.where(write, st["parent"], own)
+        parent = jnp.where(write, own // self.pathways * self.pathways + st["parent"], own)
         lineage = st["lineage"][parent]
         within = (own % self.pathways).astype(jnp.int32)
         lineage = lineage.at[own, slot].set(jnp.where(write, within, lineage[own, slot]))
