@@ -8,9 +8,12 @@ Per crop of the image (the whole image, then the tiles of each crop layer):
    as a mask prompt, `use_m2m`), fill small holes and drop small sprinkles at low resolution
    (`min_mask_region_area`), apply the predicted-IoU filter, and bound every mask's stability
    score from its low-resolution logits, all in one compiled program;
-3. only the masks that can still pass are upsampled, in fixed-size chunks, for their exact
-   stability score and box; the crop-edge filter and NMS (by predicted IoU) run in JAX;
-4. the survivors' masks are made at the crop's size and kept as their box's pixels only.
+3. only the masks that can still pass get their exact stability score and box, as the
+   official computes them on the upsampled masks but without upsampling: only the pixels
+   of the low-resolution cells a threshold cuts through are computed (`cells.py`); the
+   crop-edge filter and NMS (by predicted IoU) run in JAX;
+4. the survivors' masks are made at the crop's size the same way, kept as their boxes'
+   pixels only (RLE is encoded from those, at their offset in the image).
 
 NMS across crops (smaller crops preferred) follows, then the records. The numbers are the
 official ones: the same prompts, filters, thresholds and tie-breaks, in the same order.
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.automatic import masks as M
+from samv2_jax.automatic.cells import CellMasks, stability_and_boxes
 from samv2_jax.automatic.decoder import decode_points
 from samv2_jax.automatic.grids import build_all_layer_point_grids, generate_crop_boxes
 from samv2_jax.config import SAM2Config
@@ -37,9 +41,6 @@ from samv2_jax.modeling.transforms import preprocess_image
 from samv2_jax.predictors.inputs import as_rgb_uint8, transform_coords
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
-# Candidates upsampled at once for their exact scores: bounds the memory of one chunk
-# (chunk x crop height x crop width floats) and fixes the compiled shapes.
-_CHUNK = 16
 
 
 # --- compiled steps -----------------------------------------------------------------------------
@@ -237,7 +238,6 @@ class SAM2AutomaticMaskGenerator:
         t, o = self.mask_threshold, self.stability_score_offset
         thresholds = jnp.asarray([self.pred_iou_thresh, self.stability_score_thresh, t + o,
                                   t - o], jnp.float32)
-        mask_threshold = jnp.float32(t)
         per_point = 3 if self.multimask_output else 1  # masks per prompt, point-major
         bsz = self.points_per_batch
         n = len(points)
@@ -250,8 +250,9 @@ class SAM2AutomaticMaskGenerator:
             return screen_points(params, cfg, feats, jnp.asarray(chunk), jnp.asarray(valid),
                                  weights, thresholds, **static)
 
-        # Kept candidates: their logits (device chunks), point index, IoU, stability, box.
-        logit_chunks, where, ious, stabs, boxes, pts = [], [], [], [], [], []
+        # Candidates that pass: their low-resolution logits, IoU, stability, box and point.
+        logits, ious, stabs, boxes, pts = [], [], [], [], []
+        cuts = np.float32([t + o, t - o, t])  # the official's float32 comparisons
         starts = list(range(0, n, bsz))
         pending = launch(starts[0]) if starts else None
         for i, s in enumerate(starts):
@@ -261,53 +262,45 @@ class SAM2AutomaticMaskGenerator:
             idx = np.flatnonzero(np.asarray(cand))
             if idx.size == 0:
                 continue
-            iou = np.asarray(iou)
-            for c in range(0, idx.size, _CHUNK):
-                sel = idx[c:c + _CHUNK]
-                padded = np.concatenate([sel, np.repeat(sel[-1:], _CHUNK - sel.size)])
-                logits = _take(low, jnp.asarray(padded, jnp.int32))
-                stab, box = M.upsampled_stats(logits, crop_hw, mask_threshold,
-                                              thresholds[2], thresholds[3])
-                stab, box = np.asarray(stab)[:sel.size], np.asarray(box)[:sel.size]
-                keep = np.ones(sel.size, bool)
-                if self.stability_score_thresh > 0:
-                    keep &= stab >= np.float32(self.stability_score_thresh)
-                keep &= ~np.asarray(M.near_crop_edge(
-                    jnp.asarray(box), crop_box, [0, 0, orig_hw[1], orig_hw[0]]))
-                if not keep.any():
-                    continue
-                logit_chunks.append(logits)
-                chunk_id = len(logit_chunks) - 1
-                for j in np.flatnonzero(keep):
-                    where.append((chunk_id, int(j)))
-                ious.append(iou[sel[keep]])
-                stabs.append(stab[keep])
-                boxes.append(box[keep])
-                pts.append(points[s + sel[keep] // per_point])
-        if not where:
+            padded = np.pad(idx, (0, _bucket(idx.size, 16) - idx.size), mode="edge")
+            sel = np.asarray(_take(low, jnp.asarray(padded, jnp.int32)))[:idx.size]
+            stab, box, _ = stability_and_boxes(sel, crop_hw, *cuts[[2, 0, 1]])
+            keep = np.ones(idx.size, bool)
+            if self.stability_score_thresh > 0:
+                keep &= stab >= np.float32(self.stability_score_thresh)
+            logits.append(sel[keep])
+            ious.append(np.asarray(iou)[idx[keep]])
+            stabs.append(stab[keep])
+            boxes.append(box[keep])
+            pts.append(points[s + idx[keep] // per_point])
+        if not logits:
             return []
-        ious, stabs = np.concatenate(ious), np.concatenate(stabs)
+        logits, ious, stabs = np.concatenate(logits), np.concatenate(ious), np.concatenate(stabs)
         boxes, pts = np.concatenate(boxes), np.concatenate(pts)
+        # Masks at a crop's inner edge are the crop's fault: the official drops them.
+        keep = ~self._near_crop_edge(boxes, crop_box, orig_hw)
+        logits, ious, stabs, boxes, pts = (a[keep] for a in (logits, ious, stabs, boxes, pts))
+        if len(boxes) == 0:
+            return []
 
         # Duplicates within the crop: NMS by predicted IoU.
         kept = self._nms(boxes, ious, self.box_nms_thresh)
-        # The survivors' masks at the crop's size, stored as their boxes' pixels.
-        sel_logits = jnp.stack([logit_chunks[where[k][0]][where[k][1]] for k in kept])
-        crops = []
-        for c in range(0, len(kept), _CHUNK):
-            part = sel_logits[c:c + _CHUNK]
-            if part.shape[0] < _CHUNK:
-                part = jnp.concatenate(
-                    [part, jnp.repeat(part[-1:], _CHUNK - part.shape[0], axis=0)])
-            masks = np.asarray(M.upsampled_masks(part, crop_hw, mask_threshold))
-            for j in range(min(_CHUNK, len(kept) - c)):
-                bx0, by0, bx1, by1 = boxes[kept[c + j]]
-                crops.append(masks[j, by0:by1 + 1, bx0:bx1 + 1].copy())
+        # The survivors' masks at the crop's size, kept as their boxes' pixels.
+        cells = CellMasks(logits[kept], crop_hw, cuts[2:])
         offset = np.array([x0, y0, x0, y0])
-        return [{"pixels": crops[i], "box": boxes[k] + offset, "iou": ious[k],
-                 "stability": stabs[k], "point": pts[k] + np.float32([x0, y0]),
+        return [{"pixels": cells.mask(i, 0, boxes[k]), "box": boxes[k] + offset,
+                 "iou": ious[k], "stability": stabs[k], "point": pts[k] + np.float32([x0, y0]),
                  "crop_box": crop_box}
                 for i, k in enumerate(kept)]
+
+    @staticmethod
+    def _near_crop_edge(boxes, crop_box, orig_hw) -> np.ndarray:
+        k = len(boxes)
+        padded = np.zeros((_bucket(k), 4), np.int64)
+        padded[:k] = boxes
+        near = M.near_crop_edge(jnp.asarray(padded, jnp.int32), tuple(crop_box),
+                                (0, 0, orig_hw[1], orig_hw[0]))
+        return np.asarray(near)[:k]
 
     @staticmethod
     def _nms(boxes, scores, iou_threshold) -> np.ndarray:

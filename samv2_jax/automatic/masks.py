@@ -1,6 +1,7 @@
 """The automatic mask generator's mask arithmetic in JAX, all under jit with static shapes:
-stability scores (a bound from the low-resolution logits, the exact score after upsampling),
-boxes around masks, the crop-edge test and greedy non-maximum suppression.
+stability scores (and a bound on them from the low-resolution logits), boxes around masks,
+the crop-edge test and greedy non-maximum suppression. (Exact scores and boxes of upsampled
+masks come from `cells.py`, which never builds the full-size masks.)
 
 Official counterparts (`sam2.utils.amg`): `calculate_stability_score`, `batched_mask_to_box`,
 `is_box_near_crop_edge`, and torchvision's `batched_nms` with a single category.
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samv2_jax.modeling.transforms import _taps_linear, postprocess_masks
+from samv2_jax.modeling.transforms import _taps_linear
 
 # Relative slack of the low-resolution stability bound: bilinear weights sum to 1 only up to
 # rounding, so an upsampled value may leave the range of its four source values by a few
@@ -113,22 +114,6 @@ def near_crop_edge(boxes, crop_box, orig_box, atol: float = 20.0):
     near_crop = jnp.abs(boxes - crop) <= atol
     near_image = jnp.abs(boxes - jnp.asarray(orig_box, jnp.float32)) <= atol
     return jnp.any(near_crop & ~near_image, axis=-1)
-
-
-@functools.partial(jax.jit, static_argnames=("out_hw",))
-def upsampled_stats(logits, out_hw: tuple[int, int], mask_threshold, high, low):
-    """[K, n, n] low-resolution logits -> (stability scores [K], boxes [K, 4]) of their
-    upsampling to `out_hw`, as the official computes them on the full-size masks."""
-    up = postprocess_masks(logits.astype(jnp.float32), out_hw)
-    fg = up > mask_threshold
-    return (stability_scores(up, high, low),
-            boxes_from_rows_cols(jnp.any(fg, axis=-1), jnp.any(fg, axis=-2)))
-
-
-@functools.partial(jax.jit, static_argnames=("out_hw",))
-def upsampled_masks(logits, out_hw: tuple[int, int], mask_threshold):
-    """[K, n, n] low-resolution logits -> [K, *out_hw] bool masks (bilinear, thresholded)."""
-    return postprocess_masks(logits.astype(jnp.float32), out_hw) > mask_threshold
 
 
 # --- non-maximum suppression --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from amg_standins import batched_nms, official_amg_standins
 from sam2.utils import amg
 
 from samv2_jax.automatic import masks as M
+from samv2_jax.automatic.cells import stability_and_boxes
 from samv2_jax.automatic.decoder import decode_points
 from samv2_jax.automatic.grids import (
     build_all_layer_point_grids,
@@ -95,30 +96,41 @@ def _smooth_logits(rng, k, n=256, scale=12.0):
         size=(k, n, n)).astype(np.float32) * 0.3
 
 
-@pytest.mark.parametrize("out_hw", [(300, 451), (256, 256), (41, 700)])
-def test_stability_scores_and_their_low_resolution_bound(out_hw):
+@pytest.mark.parametrize("out_hw", [(300, 451), (256, 256), (41, 700), (1100, 1650)])
+def test_stability_boxes_and_masks_without_upsampling(out_hw):
+    """cells.py against the official scores and boxes on torch's upsampled masks (equal up to
+    pixels within float32 rounding of a threshold), and bit for bit against our own full
+    upsampling; the low-resolution bound is never below the exact score."""
     rng = np.random.default_rng(1)
-    logits = _smooth_logits(rng, 16)
+    logits = _smooth_logits(rng, 8)
     logits[0] = 5.0  # a constant mask: stability exactly 1
-    up = postprocess_masks(jnp.asarray(logits), out_hw)
+    logits[1] = -5.0  # an empty one: NaN, box zeros
+    up_torch = torch.nn.functional.interpolate(torch.from_numpy(logits)[:, None], out_hw,
+                                               mode="bilinear", align_corners=False)[:, 0]
+    up = np.asarray(postprocess_masks(jnp.asarray(logits), out_hw))
+    assert np.abs(up - up_torch.numpy()).max() < 1e-4
     for thr, off in [(0.0, 1.0), (2.0, 0.5), (-1.0, 3.0)]:
-        ours = np.asarray(M.stability_scores(up, jnp.float32(thr + off), jnp.float32(thr - off)))
-        theirs = amg.calculate_stability_score(torch.from_numpy(np.asarray(up)), thr, off)
-        np.testing.assert_array_equal(ours, theirs.numpy())
-        stab, boxes = M.upsampled_stats(jnp.asarray(logits), out_hw, jnp.float32(thr),
-                                        jnp.float32(thr + off), jnp.float32(thr - off))
-        np.testing.assert_array_equal(np.asarray(stab), ours)
-        np.testing.assert_array_equal(np.asarray(boxes), amg.batched_mask_to_box(
-            torch.from_numpy(np.asarray(up) > thr)).numpy())
+        cuts = np.float32([thr, thr + off, thr - off])
+        stab, boxes, cells = stability_and_boxes(logits, out_hw, *cuts)
+        theirs = amg.calculate_stability_score(up_torch, thr, off).numpy()
+        np.testing.assert_allclose(stab, theirs, atol=1e-4)
+        assert np.isnan(stab[1]) and np.isnan(theirs[1]) and stab[0] == 1.0
+        np.testing.assert_array_equal(boxes, amg.batched_mask_to_box(up_torch > thr).numpy())
+        exact = np.asarray(M.stability_scores(jnp.asarray(up), cuts[1], cuts[2]))
+        np.testing.assert_array_equal(stab, exact)
+        for i in range(len(logits)):
+            np.testing.assert_array_equal(cells.mask(i, 2), up[i] > cuts[0])
+            x0, y0, x1, y1 = boxes[i]
+            np.testing.assert_array_equal(cells.mask(i, 2, boxes[i]),
+                                          (up[i] > cuts[0])[y0:y1 + 1, x0:x1 + 1])
         weights = M.cell_weights(256, out_hw)
         assert weights.sum() == out_hw[0] * out_hw[1]
         bound = np.asarray(M.stability_upper_bound(jnp.asarray(logits), weights,
-                                                   thr + off, thr - off))
-        finite = np.isfinite(ours)
-        assert np.all(bound[finite] >= ours[finite])
-        assert bound[0] == ours[0] == 1.0
+                                                   cuts[1], cuts[2]))
+        finite = np.isfinite(exact)
+        assert np.all(bound[finite] >= exact[finite]) and bound[0] == 1.0
         # The bound is a useful filter: it rules out masks well below a threshold.
-        assert np.mean(bound[finite] - ours[finite]) < 0.15
+        assert np.mean(bound[finite] - exact[finite]) < 0.15
 
 
 def test_decode_points_matches_the_official():
