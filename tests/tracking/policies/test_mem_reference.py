@@ -6,6 +6,9 @@ and regenerated from a local copy by the scripts in scripts/reference/:
 - samurai_reference.npz: scripts/reference/samurai.py runs yangchris11/samurai's own SAM 2
   fork (configs/samurai/sam2.1_hiera_t.yaml at 256, every tensor re-drawn as
   tests/official.py does, stable_frames_threshold 3) on the test video with a box prompt.
+- sam3_selection_reference.npz: scripts/reference/sam3_selection.py runs the SAM 3 tracker's
+  own `cal_mem_score` and `frame_filter` (PyPI `sam3`, taken unchanged from
+  sam3/model/sam3_tracker_base.py) on hand-made score tracks.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from samv2_jax.tracking.policies import SamuraiPolicy
+from samv2_jax.config import get_config
+from samv2_jax.tracking.policies import Sam3Policy, SamuraiPolicy
 
 import official
 import video_scripts as vs
@@ -60,3 +64,54 @@ def test_samurai_matches_the_reference():
     np.testing.assert_allclose(np.asarray(st["kf_mean"][0]), ref["kf_mean"][-1], rtol=1e-3,
                                atol=1e-2)
     assert ref["kf_ok"].any() and (~ref["kf_ok"][1:]).any()  # both phases were exercised
+
+
+def _selected(sel, bank, r):
+    """{(frame, temporal position)} of the non-prompted spatial memories and {(frame,
+    distance)} of the non-prompted pointers in a selection, for row r."""
+    t = np.asarray(bank.frame_idx[r])
+    cond = np.asarray(bank.is_cond[r])
+    mem = {(int(t[s]), int(p)) for s, p, v in zip(np.asarray(sel.mem_slots[r]),
+                                                  np.asarray(sel.mem_tpos[r]),
+                                                  np.asarray(sel.mem_valid[r]))
+           if v and p > 0}
+    ptr = {(int(t[s]), int(d)) for s, d, v in zip(np.asarray(sel.ptr_slots[r]),
+                                                  np.asarray(sel.ptr_dist[r]),
+                                                  np.asarray(sel.ptr_valid[r]))
+           if v and not cond[s]}
+    return mem, ptr
+
+
+def test_sam3_selection_matches_the_reference():
+    import jax.numpy as jnp
+
+    from samv2_jax.tracking.bank import empty_bank, write
+
+    ref = np.load(DATA / "sam3_selection_reference.npz")
+    cases = sorted({k.split("_")[0] for k in ref.files})
+    assert len(cases) >= 5
+    for c in cases:
+        n, prompt, f, reverse, stride = (int(x) for x in ref[f"{c}_case"])
+        base = get_config("sam2.1_hiera_tiny", image_size=64)
+        cfg = base.replace(memory=__import__("dataclasses").replace(
+            base.memory, memory_temporal_stride_for_eval=stride))
+        bank = empty_bank(cfg, 1, n, jnp.float32)
+        e, d = cfg.embedding_size, cfg.memory.mem_dim
+        z = np.zeros((1, e, e, d)), np.zeros((1, cfg.hidden_dim))
+        bank = write(bank, prompt, *z, prompt, True, np.array([10.0]))
+        for t in ref[f"{c}_tracked"]:
+            bank = write(bank, int(t), *z, int(t), False, ref[f"{c}_obj"][t:t + 1],
+                         iou=ref[f"{c}_iou"][t])
+        sel = Sam3Policy().select(cfg, bank, f, reverse=bool(reverse), num_frames=n,
+                                  max_cond=1)
+        valid = [int(x) for x in ref[f"{c}_selected"]]
+        present = set(int(x) for x in ref[f"{c}_tracked"])
+        nm = cfg.memory.num_maskmem
+        want_mem = {(valid[-(nm - p)], p) for p in range(1, nm)
+                    if nm - p <= len(valid) and valid[-(nm - p)] in present}
+        max_ptrs = min(n, cfg.memory.max_obj_ptrs_in_encoder)
+        want_ptr = {(valid[-k], k) for k in range(1, max_ptrs)
+                    if k < len(valid) and valid[-k] in present}
+        mem, ptr = _selected(sel, bank, 0)
+        assert mem == want_mem, (c, sorted(mem), sorted(want_mem))
+        assert ptr == want_ptr, (c, sorted(ptr), sorted(want_ptr))
