@@ -191,3 +191,30 @@ def test_export_loads_into_official_build_sam2_strictly_with_our_masks(reference
 
     with pytest.raises(FileExistsError, match="overwrite"):
         export_official(model, pt)
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(dataset, tmp_path, monkeypatch):
+    """The loop's guard, with the objective replaced by one that is not finite from step 2
+    on (the real objective rarely is; what matters here is what the loop does)."""
+    import jax.numpy as jnp
+
+    import samv2_jax.train.loss as loss_module
+    from samv2_jax.train.loop import RunConfig, TrainingStopped, run
+
+    def loss_fn(params, batch, key, *, model_cfg, train_cfg):
+        w = params["sam_mask_decoder"]["iou_token"]["weight"]
+        value = jnp.mean((w - batch["images"].mean()) ** 2)
+        bad = jnp.sum(batch["masks"]) >= 0  # always true, but not known at trace time
+        return jnp.where(bad, jnp.nan, value), {}
+
+    monkeypatch.setattr(loss_module, "loss_fn", loss_fn)
+    config = RunConfig(model="sam2.1_hiera_tiny", init="random", image_size=SIZE,
+                       data=(f"davis:{dataset},split=train",), steps=10, num_frames=1,
+                       recipe="decoder_only", save_every=100, max_nonfinite_steps=3,
+                       out=str(tmp_path / "nan"), num_workers=0, progress=False)
+    with pytest.raises(TrainingStopped, match=r"3 steps in a row had a non-finite loss"):
+        run(config)
+    rows = [json.loads(x) for x in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["nonfinite_in_a_row"] for r in rows] == [1, 2, 3]
+    assert [r["nonfinite_total"] for r in rows] == [1, 2, 3]
+    assert all(np.isnan(r["loss"]) for r in rows)
