@@ -143,6 +143,19 @@ def test_output_folder_is_a_model_for_load_segment_and_track(reference, dataset,
     assert main(["track", str(dataset / "JPEGImages" / "video000"), "--mask", f"0:{first}",
                  "--model", str(reference), "--out", str(track_out), "-q"]) == 0
     assert len(list((track_out).rglob("*.png"))) >= 5
+    # the loop's validation: J&F of the held-out video through samv2_jax.evaluation
+    from samv2_jax.evaluation import evaluate_video
+    from samv2_jax.train.data.pipeline import eval_clips
+    from samv2_jax.train.loop import _labels, evaluate_videos
+
+    videos = list(eval_clips(f"davis:{dataset},split=val", SIZE, max_frames=4))
+    assert [v[0] for v in videos] == ["video002"] and videos[0][1].shape == (4, 48, 64, 3)
+    scores = evaluate_videos(model.config, model.params, videos, prefix="val/")
+    assert set(scores) == {"val/J", "val/F", "val/J&F"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    gt = _labels(videos[0][2])
+    perfect = evaluate_video(gt, gt)
+    assert all(r["J"][0] == 1.0 and r["F"][0] == 1.0 for r in perfect.values())
 
 
 def test_export_loads_into_official_build_sam2_strictly_with_our_masks(reference, tmp_path):
