@@ -115,3 +115,41 @@ def test_sam3_selection_matches_the_reference():
         mem, ptr = _selected(sel, bank, 0)
         assert mem == want_mem, (c, sorted(mem), sorted(want_mem))
         assert ptr == want_ptr, (c, sorted(ptr), sorted(want_ptr))
+
+
+def test_sam2long_matches_the_reference():
+    import tempfile
+
+    from samv2_jax.tracking.policies import Sam2LongPolicy
+
+    ref = np.load(DATA / "sam2long_reference.npz")
+    t, h, w = ref["final"].shape
+    theirs = official.official_video_predictor("sam2.1_hiera_tiny", 256, fill_hole_area=0,
+                                               obj_score_shift=float(ref["shift"]))
+    sums = np.array([float(v.double().abs().sum()) for v in theirs.state_dict().values()])
+    np.testing.assert_allclose(sums, ref["checksum"], rtol=1e-12)
+    pred = vs.ours_for(theirs, fill_hole_area=0, policy=Sam2LongPolicy())
+    with tempfile.TemporaryDirectory() as tmp:
+        state = pred.init_state(vs.write_jpeg_folder(vs.make_frames(t, h, w), Path(tmp) / "f"))
+        pred.add_new_mask(state, 0, 1, ref["prompt"])
+        masks = {f: m[0, 0] for f, _, m in pred.propagate_in_video(state)}
+    bank = state["bank"]
+    p = 3
+    worst = 0.0
+    for f in range(1, t):
+        # the best pathway on each frame: its mask, and every surviving pathway's candidate
+        worst = max(worst, official.rel_err(masks[f], ref["masks"][f, 0]))
+        assert vs.mask_iou(masks[f], ref["masks"][f, 0]) >= 0.999, f
+        known = ~np.isnan(ref["ious"][f])
+        np.testing.assert_allclose(np.asarray(bank.iou[:p, f])[known], ref["ious"][f][known],
+                                   rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(bank.object_score[:p, f])[known],
+                                   ref["scores"][f][known], rtol=1e-3, atol=1e-3)
+    assert worst <= 1e-3, worst
+    # the same surviving pathways: final cumulative scores and the final best's lineage
+    np.testing.assert_allclose(np.asarray(bank.policy_state["acc"][:p]), ref["acc"][-1],
+                               rtol=1e-3, atol=1e-3)
+    lineage = np.asarray(bank.policy_state["lineage"][0, 1:t])
+    np.testing.assert_array_equal(lineage, ref["column"][1:])
+    # the pathways differ somewhere (the diversity rule was exercised)
+    assert np.nanmax(np.nanstd(ref["ious"][2:], axis=1)) > 1e-3
