@@ -273,11 +273,13 @@ def scalar_terms(aux) -> dict:
     return out
 
 
-def make_train_step(model_cfg, train_cfg: TrainConfig, optimizer, loss=None):
+def make_train_step(model_cfg, train_cfg: TrainConfig, optimizer, loss=None,
+                    with_grads: bool = False):
     """`step(params, opt_state, key, batch) -> (params, opt_state, key, metrics)`, pure.
 
     `batch` holds uint8 `images` [B, T, S, S, 3], bool `masks` [B, T, O, S, S] and bool
-    `obj_valid` [B, O]; `optimizer` is wrapped in `optax.apply_if_finite` by the caller."""
+    `obj_valid` [B, O]; `optimizer` is wrapped in `optax.apply_if_finite` by the caller.
+    `with_grads` adds the gradients to the metrics (to compare steps, not for a loop)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -301,6 +303,8 @@ def make_train_step(model_cfg, train_cfg: TrainConfig, optimizer, loss=None):
         if isinstance(opt_state, optax.ApplyIfFiniteState):
             metrics["nonfinite_in_a_row"] = opt_state.notfinite_count
             metrics["nonfinite_total"] = opt_state.total_notfinite
+        if with_grads:
+            metrics["grads"] = grads
         return params, opt_state, key, metrics
 
     return step
@@ -585,8 +589,8 @@ def setup_training(config: RunConfig, model_cfg, host_params, mesh) -> dict:
                              found.output_shardings)
     init = jax.jit(optimizer.init, in_shardings=(p_shard,), out_shardings=opt_shard)
 
-    def compile_step(train_cfg: TrainConfig):
-        return jax.jit(make_train_step(model_cfg, train_cfg, optimizer),
+    def compile_step(train_cfg: TrainConfig, with_grads: bool = False):
+        return jax.jit(make_train_step(model_cfg, train_cfg, optimizer, with_grads=with_grads),
                        in_shardings=(p_shard, opt_shard, rep, None),
                        out_shardings=(p_shard, opt_shard, rep, rep), donate_argnums=(0, 1, 2))
 

@@ -1,7 +1,8 @@
 """Data parallelism: a training step of the real objective (sam2.1 tiny at 64, 4 clips of 2
 frames, 2 objects with padding) on 2 and 4 CPU devices, with params replicated or split by a
 rule table, and across two processes joined by `jax.distributed`, equals the one-device step
-within 1e-5 relative (loss, gradient norm and every parameter's update)."""
+within 1e-5 relative (loss, gradient norm and every parameter's gradient, each relative to
+that tensor's largest)."""
 
 from __future__ import annotations
 
@@ -36,14 +37,16 @@ def _rel(a, b) -> float:
 def _compare(case: dict, ref: dict, what: str) -> None:
     assert _rel(case["loss"], ref["loss"]) < TOL, what
     assert _rel(case["grad_norm"], ref["grad_norm"]) < TOL, what
-    keys = [k for k in ref if k.startswith("update/")]
-    assert keys and set(keys) == {k for k in case if k.startswith("update/")}
-    moved = 0
+    keys = [k for k in ref if k.startswith("grad/")]
+    assert keys and set(keys) == {k for k in case if k.startswith("grad/")}
+    trained = 0
     for k in keys:
-        if np.abs(ref[k]).max() > 0:
-            moved += 1
+        if np.abs(ref[k]).max() > 0:  # frozen parameters have no gradient at all
+            trained += 1
             assert _rel(case[k], ref[k]) < TOL, (what, k, _rel(case[k], ref[k]))
-    assert moved > 100  # the step changed most tensors
+        else:
+            assert np.abs(case[k]).max() == 0, (what, k)
+    assert trained > 50  # the prompt encoder's and mask decoder's tensors
 
 
 @pytest.fixture(scope="module")

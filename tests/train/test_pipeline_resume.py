@@ -22,7 +22,7 @@ from samv2_jax.train.data import synthetic
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pipeline_step_script import train_args  # noqa: E402
 
-STEPS, SAVE_EVERY, SIZE = 6, 2, 64
+STEPS, SAVE_EVERY, SIZE = 8, 2, 64
 PARTS = ("params", "opt", "data", "_CHECKPOINT_METADATA")
 
 
@@ -80,6 +80,24 @@ def test_killed_run_resumes_with_identical_losses(dataset, reference, tmp_path):
     assert sorted(want) == list(range(1, STEPS + 1))
     assert len(set(want.values())) == STEPS  # the losses change from step to step
     out = tmp_path / "killed"
+    # SIGTERM (as Ctrl-C): the run finishes its step, writes a checkpoint and stops
+    proc = subprocess.Popen(_command(dataset, out), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.time() + 1500
+        while time.time() < deadline and proc.poll() is None and not (
+                (out / "metrics.jsonl").is_file() and _losses(out)):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (130, 143), err[-2000:]
+    stopped_at = max(_losses(out))
+    assert stopped_at < STEPS and f"checkpoint {stopped_at} written" in err
+    assert (out / "checkpoints" / str(stopped_at) / "params").is_dir()
+    # the same command again, killed with SIGKILL while it writes a later checkpoint
     proc = subprocess.Popen(_command(dataset, out), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())
     seen_problems, killed_during_save = [], False
@@ -91,10 +109,10 @@ def test_killed_run_resumes_with_identical_losses(dataset, reference, tmp_path):
             steps_done = [int(d.name) for d in ckpts.iterdir() if d.name.isdigit()] \
                 if ckpts.is_dir() else []
             writing = ckpts.is_dir() and any("tmp" in d.name for d in ckpts.iterdir())
-            if steps_done and writing:  # a later checkpoint is being written right now
+            if steps_done and writing and max(steps_done) > stopped_at:  # writing a later one
                 killed_during_save = True
                 break
-            if steps_done and max(steps_done) >= 2 * SAVE_EVERY - 1:
+            if steps_done and max(steps_done) >= 2 * SAVE_EVERY:
                 break
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
@@ -111,7 +129,7 @@ def test_killed_run_resumes_with_identical_losses(dataset, reference, tmp_path):
                          timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
     resumed_at = int(res.stderr.split("(step ")[1].split(")")[0])
-    assert resumed_at in range(SAVE_EVERY, STEPS, SAVE_EVERY)
+    assert resumed_at in range(1, STEPS) and resumed_at > stopped_at - 1
     got = _losses(out)
     assert sorted(got) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
