@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from samv2_jax.config import SAM2Config
 from samv2_jax.modeling.image_encoder import no_memory_features
-from samv2_jax.modeling.layers import LN2D_EPS, LN_EPS, conv_transpose_2x2, gelu, layer_norm, mlp
+from samv2_jax.modeling.layers import LN2D_EPS, LN_EPS, gelu, layer_norm, mlp
 from samv2_jax.modeling.mask_decoder import dynamic_multimask
 from samv2_jax.modeling.prompt_encoder import dense_pe, prompt_encoder
 from samv2_jax.modeling.two_way_transformer import attention
@@ -124,12 +124,66 @@ def _two_way(p, src, pos, tokens, depth: int, num_heads: int):
     return layer_norm(p["norm_final_attn"], queries, LN_EPS), keys
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "multimask_output"))
+def _upscaled_masks(up, x, high_res, hyper):
+    """The official output upscaling (two stride-2 transposed convolutions, the stride-8 and
+    stride-4 features added) and the hypernetwork product -> masks [B, M, 4E, 4E].
+
+    Each transposed convolution turns a pixel into a 2 x 2 block; here the blocks stay as
+    trailing axes ([B, E, E, 2, 2, 2, 2, C]: row 4y + 2i + a, column 4x + 2j + b) and only
+    the final masks are put in image order, instead of interleaving the wide feature maps
+    twice. The high-resolution features (the same for every prompt) are permuted to match."""
+    b, e = x.shape[0], x.shape[1]
+
+    def blocks(p, x):  # [..., C] -> [..., 2, 2, O]
+        k = p["weight"]  # [2, 2, C, O]
+        y = x @ k.transpose(2, 0, 1, 3).reshape(k.shape[2], -1)
+        return y.reshape(*x.shape[:-1], 2, 2, k.shape[-1]) + p["bias"]
+
+    y = blocks(up["0"], x)  # [B, E, E, 2, 2, C1]
+    if high_res is not None:
+        feat_s0, feat_s1 = high_res
+        y = y + feat_s1.reshape(1, e, 2, e, 2, -1).transpose(0, 1, 3, 2, 4, 5)
+    y = gelu(layer_norm(up["1"], y, LN2D_EPS))
+    z = blocks(up["3"], y)  # [B, E, E, 2, 2, 2, 2, C0]
+    if high_res is not None:
+        z = z + feat_s0.reshape(1, e, 2, 2, e, 2, 2, -1).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+    z = gelu(z)
+    masks = jnp.einsum("bpc,bmc->bmp", z.reshape(b, -1, z.shape[-1]), hyper)
+    masks = masks.reshape(b, -1, e, e, 2, 2, 2, 2).transpose(0, 1, 2, 4, 6, 3, 5, 7)
+    return masks.reshape(b, -1, 4 * e, 4 * e)
+
+
+def _decode_group(dec, dcfg, feats, src, pos, tokens, multimask_output: bool, hw):
+    """Transformer, upscaling and heads for one group of prompts -> (masks, ious)."""
+    h, w = hw
+    b, c = tokens.shape[0], tokens.shape[-1]
+    n_masks = dcfg.num_multimask_outputs + 1
+    s = 1 if dcfg.pred_obj_scores else 0
+    hs, keys = _two_way(dec["transformer"], src, pos, tokens, dcfg.transformer_depth,
+                        dcfg.transformer_num_heads)
+    # Only the masks that are returned are formed (the first is not, with multimask output).
+    wanted = range(1, n_masks) if multimask_output else range(n_masks)
+    mask_tokens = hs[:, s + 1: s + 1 + n_masks]
+    hyper = jnp.stack([mlp(dec["output_hypernetworks_mlps"][str(i)], mask_tokens[:, i], 3)
+                       for i in wanted], axis=1)
+    high_res = feats["high_res_feats"] if dcfg.use_high_res_features else None
+    masks = _upscaled_masks(dec["output_upscaling"], keys.reshape(b, h, w, c), high_res, hyper)
+    ious = mlp(dec["iou_prediction_head"], hs[:, s], dcfg.iou_head_depth,
+               sigmoid_output=dcfg.iou_prediction_use_sigmoid)
+    return masks, ious
+
+
+# Prompts per pass through the decoder: a group's image-sized tensors ([G, N, C], 4 MB per
+# prompt at 1024) stay in cache between the many elementwise passes over them.
+GROUP = 4
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "multimask_output", "group"))
 def decode_points(params, cfg: SAM2Config, feats, coords, labels, mask_input=None, *,
-                  multimask_output: bool = True):
+                  multimask_output: bool = True, group: int = GROUP):
     """Prompts for one image -> (low-res mask logits [B, M, 4E, 4E], IoU predictions [B, M]);
     the same arguments and results as `samv2_jax.predictors.image.decode_prompts` (inference
-    only), computed for a batch of prompts as described above."""
+    only), computed for a batch of prompts as described above, `group` prompts at a time."""
     pe = params["sam_prompt_encoder"]
     dec = params["sam_mask_decoder"]
     dcfg = cfg.decoder
@@ -142,35 +196,27 @@ def decode_points(params, cfg: SAM2Config, feats, coords, labels, mask_input=Non
     src = (embed + dense).reshape(-1, h * w, c)
     pos = dense_pe(pe, cfg).reshape(1, h * w, c).astype(src.dtype)
 
-    n_masks = dcfg.num_multimask_outputs + 1
     out_tokens = [dec["iou_token"]["weight"], dec["mask_tokens"]["weight"]]
     if dcfg.pred_obj_scores:
         out_tokens.insert(0, dec["obj_score_token"]["weight"])
-    s = 1 if dcfg.pred_obj_scores else 0
     out_tokens = jnp.concatenate(out_tokens, axis=0)
     b = sparse.shape[0]
     tokens = jnp.concatenate([jnp.broadcast_to(out_tokens, (b, *out_tokens.shape)),
                               sparse.astype(out_tokens.dtype)], axis=1)
-    hs, keys = _two_way(dec["transformer"], src, pos, tokens, dcfg.transformer_depth,
-                        dcfg.transformer_num_heads)
+    run = functools.partial(_decode_group, dec, dcfg, feats, pos=pos,
+                            multimask_output=multimask_output, hw=(h, w))
+    if b > group and b % group == 0:
+        def one(args):
+            tok, sr = args
+            return run(src=src if sr is None else sr, tokens=tok)
 
-    up = dec["output_upscaling"]
-    x = keys.reshape(b, h, w, c)
-    if dcfg.use_high_res_features:
-        feat_s0, feat_s1 = feats["high_res_feats"]
-        x = gelu(layer_norm(up["1"], conv_transpose_2x2(up["0"], x) + feat_s1, LN2D_EPS))
-        x = gelu(conv_transpose_2x2(up["3"], x) + feat_s0)
+        grouped = tokens.reshape(b // group, group, *tokens.shape[1:])
+        srcs = None if src.shape[0] == 1 else src.reshape(b // group, group, *src.shape[1:])
+        masks, ious = jax.lax.map(one, (grouped, srcs))
+        masks = masks.reshape(b, *masks.shape[2:])
+        ious = ious.reshape(b, *ious.shape[2:])
     else:
-        x = gelu(layer_norm(up["1"], conv_transpose_2x2(up["0"], x), LN2D_EPS))
-        x = gelu(conv_transpose_2x2(up["3"], x))
-    # Only the masks that are returned are formed (the first is not, with multimask output).
-    wanted = range(1, n_masks) if multimask_output else range(n_masks)
-    mask_tokens = hs[:, s + 1: s + 1 + n_masks]
-    hyper = jnp.stack([mlp(dec["output_hypernetworks_mlps"][str(i)], mask_tokens[:, i], 3)
-                       for i in wanted], axis=1)
-    masks = jnp.einsum("btc,bhwc->bthw", hyper, x)
-    ious = mlp(dec["iou_prediction_head"], hs[:, s], dcfg.iou_head_depth,
-               sigmoid_output=dcfg.iou_prediction_use_sigmoid)
+        masks, ious = run(src=src, tokens=tokens)
     if multimask_output:
         return masks, ious[:, 1:]
     if dcfg.dynamic_multimask_via_stability:

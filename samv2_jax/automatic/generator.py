@@ -121,7 +121,8 @@ class SAM2AutomaticMaskGenerator:
     arguments and defaults, and `generate(image)` returns the same records. `model` is a
     samv2_jax Model, or a name or path that `samv2_jax.load` takes.
     `points_per_batch` prompts are decoded per compiled call (more is faster on GPU/TPU);
-    after `generate`, `timings` holds its seconds: "encode" (all crops), "total".
+    after `generate`, `timings` holds its seconds: "encode" (all crops), "decode" (waiting
+    for the decoder and low-resolution screening), "total".
     """
 
     def __init__(self, model, points_per_side: int | None = 32, points_per_batch: int = 64,
@@ -206,7 +207,7 @@ class SAM2AutomaticMaskGenerator:
         """
         image = as_rgb_uint8(image)
         start = time.perf_counter()
-        self.timings = {"encode": 0.0}
+        self.timings = {"encode": 0.0, "decode": 0.0}
         orig_hw = tuple(int(v) for v in image.shape[:2])
         crop_boxes, layer_idxs = generate_crop_boxes(orig_hw, self.crop_n_layers,
                                                      self.crop_overlap_ratio)
@@ -259,7 +260,10 @@ class SAM2AutomaticMaskGenerator:
             low, iou, cand = pending
             if i + 1 < len(starts):  # keep the device busy while this batch is read
                 pending = launch(starts[i + 1])
-            idx = np.flatnonzero(np.asarray(cand))
+            t_wait = time.perf_counter()
+            cand = np.asarray(cand)  # waits for the device
+            self.timings["decode"] += time.perf_counter() - t_wait
+            idx = np.flatnonzero(cand)
             if idx.size == 0:
                 continue
             padded = np.pad(idx, (0, _bucket(idx.size, 16) - idx.size), mode="edge")
