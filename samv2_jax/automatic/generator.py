@@ -307,6 +307,15 @@ class SAM2AutomaticMaskGenerator:
         return np.asarray(near)[:k]
 
     @staticmethod
+    def postprocess_small_regions(mask_data: dict, min_area: int, nms_thresh: float) -> dict:
+        """Official `postprocess_small_regions` (which SAM 2's `generate` does not call):
+        holes and islands below `min_area` removed from full-size masks, then NMS preferring
+        unchanged masks. See `samv2_jax.automatic.small_regions.postprocess_small_regions`."""
+        from samv2_jax.automatic.small_regions import postprocess_small_regions
+
+        return postprocess_small_regions(mask_data, min_area, nms_thresh)
+
+    @staticmethod
     def _nms(boxes, scores, iou_threshold) -> np.ndarray:
         """Indices kept by greedy NMS, in visiting (descending score) order."""
         k = len(boxes)
