@@ -45,10 +45,15 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 # --- compiled steps -----------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def _preprocess(image_uint8, image_size: int):
+    return preprocess_image(image_uint8, image_size)[None]
+
+
 def encode_crop(params, cfg: SAM2Config, image_uint8):
-    """One HWC uint8 crop -> its `encode_image` features (batch 1)."""
-    return encode_image(params, cfg, preprocess_image(image_uint8, cfg.image_size)[None])
+    """One HWC uint8 crop -> its `encode_image` features (batch 1). Only the resize is
+    compiled per crop size; the encoder sees the model's fixed input size."""
+    return encode_image(params, cfg, _preprocess(image_uint8, cfg.image_size))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "multimask_output", "use_m2m",
@@ -197,6 +202,18 @@ class SAM2AutomaticMaskGenerator:
     @property
     def config(self) -> SAM2Config:
         return self.model.config
+
+    @property
+    def predictor(self):
+        """A `SAM2ImagePredictor` over the same model with the generator's clean-up settings
+        (the official attribute; `generate` does not go through it)."""
+        from samv2_jax.predictors.image import SAM2ImagePredictor
+
+        if getattr(self, "_predictor", None) is None:
+            area = float(self.min_mask_region_area)
+            self._predictor = SAM2ImagePredictor(self.model, max_hole_area=area,
+                                                 max_sprinkle_area=area)
+        return self._predictor
 
     # -- generate --
 

@@ -53,6 +53,8 @@ def test_exported_with_the_official_defaults(pair):
     for name, value in official.items():
         assert getattr(gen, name) == value, name
     assert len(gen.point_grids) == 1 and gen.point_grids[0].shape == (1024, 2)
+    assert isinstance(gen.predictor, samv2_jax.SAM2ImagePredictor)
+    assert gen.predictor is gen.predictor and gen.predictor.model is pair[1]
 
 
 def test_records_types_and_timings(pair, image, reference):
