@@ -177,24 +177,36 @@ def _aa_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resize_mask_values(masks: np.ndarray, size: int) -> np.ndarray:
-    """[N, H, W] 0/1 masks resampled to [N, size, size] float64 before rounding."""
-    n, h, w = masks.shape
-    rows, wr = _aa_weights(h, size)
-    cols, wc = _aa_weights(w, size)
+    """[N, H, W] 0/1 masks resampled to [N, size, size] float64 before rounding (along the
+    width first, as torch; one filter tap at a time, so no [.., taps] temporary)."""
+    rows, wr = _aa_weights(masks.shape[1], size)
+    cols, wc = _aa_weights(masks.shape[2], size)
     m = masks.astype(np.float64)
-    tmp = np.einsum("nhwk,wk->nhw", m[:, :, cols], wc)  # along the width first, as torch
-    return np.einsum("nhkw,hk->nhw", tmp[:, rows, :], wr)
+    tmp = np.zeros((m.shape[0], m.shape[1], size))
+    for j in range(cols.shape[1]):
+        tmp += m[:, :, cols[:, j]] * wc[:, j]
+    out = np.zeros((m.shape[0], size, size))
+    for j in range(rows.shape[1]):
+        out += tmp[:, rows[:, j], :] * wr[:, j, None]
+    return out
 
 
 def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     """[N, H, W] 0/1 masks to [N, size, size] bool: torchvision's resize of a uint8 tensor
-    (antialiased bilinear, rounded half to even). Where exactly half the filter's weight lies
-    on the object (value 0.5), float rounding decides, here as in torch; such ties occur when
-    shrinking by a ratio of small integers."""
+    (antialiased bilinear, rounded half to even), computed by Pillow's resampler on float
+    images, which uses the same triangle filter (see `resize_mask_values`). Where exactly
+    half the filter's weight lies on the object (value 0.5), float rounding decides, here as
+    in torch; such ties occur when shrinking by a ratio of small integers."""
+    from PIL import Image
+
     n, h, w = masks.shape
     if (h, w) == (size, size):
         return masks.astype(bool)
-    return np.rint(resize_mask_values(masks, size)) >= 1
+    out = np.empty((n, size, size), bool)
+    for i in range(n):
+        im = Image.fromarray(np.ascontiguousarray(masks[i], dtype=np.float32), mode="F")
+        out[i] = np.rint(np.asarray(im.resize((size, size), Image.BILINEAR))) >= 1
+    return out
 
 
 # --- colour -----------------------------------------------------------------------------------

@@ -196,6 +196,8 @@ class LoaderConfig:
     max_num_objects: int = 3
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     num_workers: int = 0
+    read_threads: int = 2  # clips made at once by each reader (main process or worker)
+    prefetch: int = 4  # clips each reader keeps ready
     skip_bad_data: bool = False
     process_index: int = 0
     process_count: int = 1
@@ -224,7 +226,10 @@ def dataset_stream(spec: DataSpec, source, cfg: LoaderConfig, dataset_index: int
     ds = ds[cfg.process_index::cfg.process_count]
     ds = ds.random_map(ClipMaker(source, clip_cfg, dataset_index, cfg.skip_bad_data,
                                  spec.name), seed=seed + 1)
-    it = ds.to_iter_dataset()
+    # A few clips in flight per reader: grain's default (16 threads, 500 elements) would hold
+    # gigabytes of 1024-pixel clips.
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
+                                              prefetch_buffer_size=cfg.prefetch))
     if cfg.num_workers > 0:
         _absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
