@@ -3,7 +3,9 @@ resolution (max-pooling the queries) at each stage change. Returns every stage's
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samv2_jax.config import HieraBlockSpec, HieraConfig
 from samv2_jax.modeling.layers import (
@@ -61,7 +63,18 @@ def multiscale_attention(p, spec: HieraBlockSpec, x):
     return linear(p["proj"], out)
 
 
-def multiscale_block(p, spec: HieraBlockSpec, x):
+def drop_path(x, rate: float, key):
+    """Stochastic depth (training only): each image's residual branch is dropped with
+    probability `rate`, the kept ones scaled by 1 / (1 - rate). rate 0 or key None: x."""
+    if rate == 0.0 or key is None:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def multiscale_block(p, spec: HieraBlockSpec, x, *, drop_path_rate: float = 0.0, key=None):
+    """One block; `drop_path_rate` with a `key` turns on stochastic depth (training)."""
+    k_attn, k_mlp = (None, None) if key is None else jax.random.split(key)
     shortcut = x
     x = layer_norm(p["norm1"], x, LN2D_EPS)
     if spec.dim != spec.dim_out:
@@ -78,9 +91,10 @@ def multiscale_block(p, spec: HieraBlockSpec, x):
             ws = ws // spec.q_stride[0]
         x = window_unpartition(x, ws, shortcut.shape[1:3])
 
-    x = shortcut + x
-    return x + chunked_rows(
-        lambda t: mlp(p["mlp"], layer_norm(p["norm2"], t, LN2D_EPS), 2, activation=gelu), x)
+    x = shortcut + drop_path(x, drop_path_rate, k_attn)
+    return x + drop_path(chunked_rows(
+        lambda t: mlp(p["mlp"], layer_norm(p["norm2"], t, LN2D_EPS), 2, activation=gelu), x),
+        drop_path_rate, k_mlp)
 
 
 def position_embedding(p, cfg: HieraConfig, hw: tuple[int, int], dtype):
@@ -97,15 +111,30 @@ def position_embedding(p, cfg: HieraConfig, hw: tuple[int, int], dtype):
     return (bkg + jnp.tile(win, (1, h // ws, w // ws, 1))).astype(dtype)
 
 
-def hiera(p, cfg: HieraConfig, images):
-    """images: [B, S, S, 3] normalised -> list of stage outputs, finest first, NHWC."""
+def hiera(p, cfg: HieraConfig, images, *, drop_path_rate: float = 0.0, key=None,
+          remat_policy=None):
+    """images: [B, S, S, 3] normalised -> list of stage outputs, finest first, NHWC.
+
+    Training hooks (the defaults are inference): `drop_path_rate` with a `key` gives block i
+    stochastic depth at rate i / (depth - 1) * drop_path_rate, as the official trunk;
+    `remat_policy` (a `jax.checkpoint_policies` member) recomputes each block's activations in
+    the backward pass instead of keeping them.
+    """
     x = conv2d(p["patch_embed"]["proj"], images, stride=cfg.patch_stride,
                padding=cfg.patch_padding)
     x = x + position_embedding(p, cfg, x.shape[1:3], x.dtype)
     outputs = []
     stage_ends = set(cfg.stage_ends)
+    rates = np.linspace(0.0, drop_path_rate, cfg.depth, dtype=np.float32).tolist()
+    use_keys = key is not None and drop_path_rate > 0
+    keys = jax.random.split(key, cfg.depth) if use_keys else [None] * cfg.depth
     for i, spec in enumerate(cfg.block_specs()):
-        x = multiscale_block(p["blocks"][str(i)], spec, x)
+        def block(bp, x, k, spec=spec, rate=rates[i]):
+            return multiscale_block(bp, spec, x, drop_path_rate=rate, key=k)
+
+        if remat_policy is not None:
+            block = jax.checkpoint(block, policy=remat_policy)
+        x = block(p["blocks"][str(i)], x, keys[i])
         if i in stage_ends:
             outputs.append(x)
     return outputs

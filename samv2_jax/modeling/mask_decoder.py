@@ -32,9 +32,11 @@ def dynamic_multimask(cfg: MaskDecoderConfig, all_masks, all_ious):
 
 
 def predict_masks(p, cfg: MaskDecoderConfig, image_embeddings, image_pe, sparse, dense,
-                  high_res_features=None):
+                  high_res_features=None, *, sparse_valid=None):
     """All mask tokens: -> (masks [B, T, 4H, 4W], ious [B, T], mask tokens [B, T, C],
-    object score logits [B, 1]) with T = num_multimask_outputs + 1."""
+    object score logits [B, 1]) with T = num_multimask_outputs + 1.
+
+    sparse_valid [B, N] bool or None: prompt tokens to leave out (a padded prompt buffer)."""
     num_mask_tokens = cfg.num_multimask_outputs + 1
     tokens = [p["iou_token"]["weight"], p["mask_tokens"]["weight"]]
     if cfg.pred_obj_scores:
@@ -50,8 +52,13 @@ def predict_masks(p, cfg: MaskDecoderConfig, image_embeddings, image_pe, sparse,
     src = image_embeddings + dense
     src = jnp.broadcast_to(src, (b, *src.shape[1:]))
     _, h, w, c = src.shape
+    token_valid = None
+    if sparse_valid is not None:  # the output tokens always take part
+        token_valid = jnp.concatenate(
+            [jnp.ones((b, out_tokens.shape[0]), bool), jnp.asarray(sparse_valid, bool)], axis=1)
     hs, src = two_way_transformer(p["transformer"], src, image_pe, tokens,
-                                  cfg.transformer_depth, cfg.transformer_num_heads)
+                                  cfg.transformer_depth, cfg.transformer_num_heads,
+                                  token_valid=token_valid)
     iou_token_out = hs[:, s]
     mask_tokens_out = hs[:, s + 1: s + 1 + num_mask_tokens]
 

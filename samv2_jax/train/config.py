@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from samv2_jax.config import SAM2Config
 
 # Parts of the model whose intermediate activations can be recomputed in the backward pass
-# instead of kept (jax.checkpoint): every Hiera block, every memory-attention layer, and the
-# whole per-frame step of the tracking scan (then only the memory bank is kept per frame).
-REMAT_PARTS = ("hiera_blocks", "memory_attention_layers", "frame_step")
+# instead of kept (jax.checkpoint): every Hiera block, every memory-attention layer, every
+# decoder step of the correction loop, and the whole per-frame step of the tracking scan
+# (then only the memory bank is kept per frame).
+REMAT_PARTS = ("hiera_blocks", "memory_attention_layers", "decoder_steps", "frame_step")
 # The names in `jax.checkpoint_policies` a `remat_policy` may take.
 REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
                   "everything_saveable")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Tensors of the param tree that the official model holds as buffers, not parameters: they
+# are never trained (no gradient, no update).
+BUFFERS = ("sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class TrainConfig:
     # Further frozen parameters, as fnmatch patterns over dotted names ("sam_mask_decoder.*").
     # Frozen parameters get no gradient at all (stop_gradient before use).
     freeze: tuple[str, ...] = ()
+    # When not empty, only the parameters these patterns name are trained (e.g.
+    # ("sam_prompt_encoder.*", "sam_mask_decoder.*") for decoder-only fine-tuning).
+    train_only: tuple[str, ...] = ()
     # Regularisation of the recipe: stochastic depth in the Hiera trunk (rates rising
     # linearly from 0 to this over the blocks) and dropout in memory attention.
     drop_path_rate: float = 0.1
@@ -110,9 +117,9 @@ class TrainConfig:
         if self.pt_sampling_for_eval not in ("uniform", "center"):
             raise ValueError("pt_sampling_for_eval must be 'uniform' or 'center', got "
                              f"{self.pt_sampling_for_eval!r}")
-        if isinstance(self.freeze, str) or isinstance(self.remat, str):
-            raise ValueError("freeze and remat are tuples of names, e.g. ('image_encoder.*',) "
-                             "and ('hiera_blocks',), not a single string")
+        if any(isinstance(x, str) for x in (self.freeze, self.train_only, self.remat)):
+            raise ValueError("freeze, train_only and remat are tuples of names, e.g. "
+                             "('image_encoder.*',) and ('hiera_blocks',), not a single string")
         unknown = set(self.remat) - set(REMAT_PARTS)
         if unknown:
             raise ValueError(f"unknown remat parts {sorted(unknown)}; choose from {REMAT_PARTS}")
@@ -125,9 +132,10 @@ class TrainConfig:
 
     @property
     def frozen_patterns(self) -> tuple[str, ...]:
-        """Every frozen-parameter pattern, the image encoder's included when it is frozen."""
+        """Every frozen-parameter pattern: the official buffers, the image encoder when it is
+        frozen, and `freeze`."""
         extra = ("image_encoder.*",) if self.freeze_image_encoder else ()
-        return extra + tuple(self.freeze)
+        return BUFFERS + extra + tuple(self.freeze)
 
     @property
     def num_steps_per_frame(self) -> int:

@@ -238,7 +238,7 @@ def test_convert_checkpoint_writes_a_directory(pt_file, sd, tmp_path):
     from samv2_jax.weights.store import load
 
     out = convert_checkpoint(pt_file, tmp_path / "out", image_size=512)
-    assert (out / "config.json").is_file() and (out / "params").is_dir()
+    assert (out / "config.json").is_file() and (out / "params.safetensors").is_file()
     model = load(out)
     assert model.config == get_config(NAME, image_size=512)
     key = "memory_encoder.fuser.layers.1.dwconv.weight"
