@@ -27,8 +27,16 @@ def _upsample_2x(x, mode: str):
     raise ValueError(f"unsupported fpn_interp_model {mode!r}")
 
 
-def fpn_neck(p, cfg: NeckConfig, stage_outputs):
-    """stage_outputs finest first -> (features, position encodings), finest first, scalp applied."""
+def fpn_position_encoding(cfg: NeckConfig, feature):
+    """The sine position encoding of one FPN level [B, H, W, d_model] (a constant)."""
+    grid = sine_grid(feature.shape[1], feature.shape[2], cfg.d_model, cfg.pos_temperature)
+    return jnp.broadcast_to(jnp.asarray(grid, feature.dtype), feature.shape[:3] + (cfg.d_model,))
+
+
+def fpn_neck(p, cfg: NeckConfig, stage_outputs, *, with_pos: bool = True):
+    """stage_outputs finest first -> (features, position encodings), finest first, scalp
+    applied. `with_pos=False` leaves the encodings out (None): the finest is 256 x 256 x 256
+    at 1024, seconds of host work at trace time for a constant nobody reads."""
     n = len(stage_outputs) - 1
     features = [None] * (n + 1)
     prev = None
@@ -42,15 +50,11 @@ def fpn_neck(p, cfg: NeckConfig, stage_outputs):
         else:
             prev = lateral
         features[i] = prev
-    pos = [
-        jnp.broadcast_to(
-            jnp.asarray(sine_grid(f.shape[1], f.shape[2], cfg.d_model, cfg.pos_temperature),
-                        f.dtype), f.shape[:3] + (cfg.d_model,))
-        for f in features
-    ]
     if cfg.scalp > 0:
-        features, pos = features[: -cfg.scalp], pos[: -cfg.scalp]
-    return features, pos
+        features = features[: -cfg.scalp]
+    if not with_pos:
+        return features, None
+    return features, [fpn_position_encoding(cfg, f) for f in features]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -68,12 +72,14 @@ def encode_image(params, cfg: SAM2Config, images):
     # Compute in the params' dtype: bfloat16 params give a bfloat16 model (--dtype bfloat16).
     images = images.astype(enc["trunk"]["patch_embed"]["proj"]["weight"].dtype)
     stages = hiera(enc["trunk"], cfg.trunk, images)
-    features, pos = fpn_neck(enc["neck"], cfg.neck, stages)
+    features, _ = fpn_neck(enc["neck"], cfg.neck, stages, with_pos=False)
     high_res = tuple(features[:-1])
     if cfg.decoder.use_high_res_features:
         dec = params["sam_mask_decoder"]
         high_res = (conv1x1(dec["conv_s0"], high_res[0]), conv1x1(dec["conv_s1"], high_res[1]))
-    return {"image_embed": features[-1], "image_pos": pos[-1], "high_res_feats": high_res}
+    return {"image_embed": features[-1],
+            "image_pos": fpn_position_encoding(cfg.neck, features[-1]),
+            "high_res_feats": high_res}
 
 
 def no_memory_features(params, cfg: SAM2Config, image_embed):
