@@ -1,5 +1,6 @@
 """`samv2 sample FILE`: a small synthetic clip (.mp4) or photo (.jpg/.png) to try the other
-commands on, for a first run without data of one's own."""
+commands on, for a first run without data of one's own; `samv2 sample DIR/` (a name without a
+media suffix): a DAVIS-style dataset for `samv2 eval` and `samv2 train`."""
 
 from __future__ import annotations
 
@@ -37,11 +38,16 @@ def scene(t: int, height: int = 480, width: int = 640, seed: int = 0):
 
 
 def _run_sample(args) -> int:
+    args.frames_given = args.frames is not None
+    if not args.frames_given:
+        args.frames = 24
     out = Path(args.file)
     ext = out.suffix.lower()
+    if args.file.endswith(("/", "\\")) or not ext:
+        return _write_dataset(out, args)
     if ext not in _VIDEO + _IMAGE:
-        raise ValueError(f"{args.file!r}: name a video ({', '.join(_VIDEO)}) or a picture "
-                         f"({', '.join(_IMAGE)})")
+        raise ValueError(f"{args.file!r}: name a video ({', '.join(_VIDEO)}), a picture "
+                         f"({', '.join(_IMAGE)}) or a folder (DIR/) for a dataset")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass --overwrite or choose another name")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -67,13 +73,36 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _write_dataset(out: Path, args) -> int:
+    """A DAVIS-style folder: JPEGImages/, palettized Annotations/ (two objects per video,
+    exact masks) and ImageSets/2017/{train,val}.txt (the last video is `val`)."""
+    import shutil
+
+    from samv2_jax.train.data.synthetic import make_davis_like
+
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise FileExistsError(f"{str(out)!r} is not empty; pass --overwrite or choose "
+                                  "another folder")
+        shutil.rmtree(out)
+    frames = args.frames if args.frames_given else 12
+    make_davis_like(out, num_videos=4, num_frames=frames, height=240, width=320,
+                    num_objects=2, val_videos=1)
+    print(f"{out}: a DAVIS-style dataset of 4 videos ({frames} frames of 320x240, two objects "
+          "each; videos 0-2 in the train split, 3 in val)")
+    return 0
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("sample", help="write a small synthetic clip or picture to try samv2 on",
                        description="Write a synthetic clip (.mp4, .mkv, .mov) or picture (.jpg, "
                                    ".png): three shapes moving over a textured background, a red "
-                                   "disc at the centre of the first frame.")
-    p.add_argument("file", help="what to write, e.g. sample.mp4 or photo.jpg")
-    p.add_argument("--frames", type=positive_int, default=24, help="length of a clip (24)")
+                                   "disc at the centre of the first frame; or, given a folder "
+                                   "(DIR/), a DAVIS-style dataset for eval and train.")
+    p.add_argument("file", help="what to write, e.g. sample.mp4, photo.jpg, or dataset/ (a "
+                                "DAVIS-style folder)")
+    p.add_argument("--frames", type=positive_int, default=None,
+                   help="length of a clip (24; 12 for each video of a dataset)")
     p.add_argument("--fps", type=positive_int, default=12, help="frame rate of a clip (12)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=_run_sample)
