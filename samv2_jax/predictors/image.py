@@ -165,6 +165,26 @@ class SAM2ImagePredictor:
             multimask_output, return_logits, normalize_coords) for i in range(n)]
         return [o[0] for o in outs], [o[1] for o in outs], [o[2] for o in outs]
 
+    def prepare_predict(self, image_hw: tuple[int, int], point_coords=None, point_labels=None,
+                        box=None, multimask_output: bool = True,
+                        return_logits: bool = False) -> None:
+        """Compile (or load) what `predict` will run for prompts of these shapes on an image of
+        size `image_hw`, on stand-in features: an application calls it on a second thread
+        while `set_image` encodes, so the decoder's compilation overlaps the encoder's (XLA
+        compiles without the GIL). Prompts are checked as `predict` checks them; nothing
+        else changes."""
+        cfg, params = self.config, self.model.params
+        coords, labels = _prepare_prompts(point_coords, point_labels, box, image_hw,
+                                          cfg.image_size, True)
+        feats = _stand_in_features(params, cfg)
+        low_res, _ = decode_prompts(
+            params, cfg, feats, None if coords is None else jnp.asarray(coords),
+            None if labels is None else jnp.asarray(labels), None,
+            multimask_output=bool(multimask_output))
+        jax.block_until_ready(postprocess(
+            low_res, tuple(int(v) for v in image_hw), self.mask_threshold, self.max_hole_area,
+            self.max_sprinkle_area, bool(return_logits)))
+
     def _require_image(self, what: str) -> None:
         if not self._is_image_set:
             raise RuntimeError(f"An image must be set with .set_image(...) {what}.")
@@ -194,6 +214,28 @@ class SAM2ImagePredictor:
         masks, ious, low_res = (np.asarray(masks), np.asarray(ious), np.asarray(low_res))
         squeeze = (lambda a: a[0]) if masks.shape[0] == 1 else (lambda a: a)
         return squeeze(masks), squeeze(ious), squeeze(low_res)
+
+
+def _stand_in_features(params, cfg: SAM2Config):
+    """Zeros shaped, typed and placed as `encode_image`'s output for one image (from the
+    config and the parameters' shapes, without tracing the encoder)."""
+    e = cfg.image_size // 16
+    dtype = params["image_encoder"]["trunk"]["patch_embed"]["proj"]["weight"].dtype
+    leaf = jax.tree.leaves(params)[0]
+    # Placed like the real output: on the params' device when they were put there
+    # (committed), else left to JAX's default; the compiled-program caches key on it.
+    sharding = leaf.sharding if isinstance(leaf, jax.Array) and leaf.committed else None
+    dec = params["sam_mask_decoder"]
+    if cfg.decoder.use_high_res_features:
+        widths = (dec["conv_s0"]["weight"].shape[-1], dec["conv_s1"]["weight"].shape[-1])
+    else:
+        widths = (cfg.neck.d_model, cfg.neck.d_model)
+    zeros = lambda *shape: (jnp.zeros(shape, dtype) if sharding is None
+                            else jax.device_put(np.zeros(shape, dtype), sharding))
+    return {"image_embed": zeros(1, e, e, cfg.neck.d_model),
+            "image_pos": zeros(1, e, e, cfg.neck.d_model),
+            "high_res_feats": (zeros(1, 4 * e, 4 * e, widths[0]),
+                               zeros(1, 2 * e, 2 * e, widths[1]))}
 
 
 def _prepare_prompts(point_coords, point_labels, box, orig_hw, image_size, normalize_coords):

@@ -301,3 +301,25 @@ def test_without_postprocessing_equals_official(predictor):
     o_out = ours.predict(**POINT, return_logits=True)
     for o, t in zip(o_out, t_out):
         assert official.rel_err(o, t) <= TOL
+
+
+def test_prepare_predict_compiles_what_predict_runs(model):
+    """`prepare_predict` (the command runs it beside `set_image`) leaves `predict` nothing to
+    compile, and its prompts are checked as `predict` checks them."""
+    import jax
+
+    from samv2_jax.predictors.image import decode_prompts, postprocess
+
+    # As samv2_jax.load gives them: on the device (committed), which the caches key on.
+    model = Model(model.config, jax.device_put(model.params, jax.devices()[0]))
+    predictor = SAM2ImagePredictor(model)
+    kwargs = dict(point_coords=np.array([[30.0, 40.0], [100.0, 90.0]]),
+                  point_labels=np.array([1, 0]), box=np.array([10, 10, 150, 120]))
+    predictor.prepare_predict((H + 7, W), multimask_output=False, **kwargs)
+    sizes = decode_prompts.jitted._cache_size(), postprocess.jitted._cache_size()
+    predictor.set_image(sample_image(H + 7, W))
+    masks, _, _ = predictor.predict(multimask_output=False, **kwargs)
+    assert masks.shape == (1, H + 7, W)
+    assert (decode_prompts.jitted._cache_size(), postprocess.jitted._cache_size()) == sizes
+    with pytest.raises(ValueError, match="point_labels"):
+        predictor.prepare_predict((H, W), point_coords=np.array([[1.0, 2.0]]))
