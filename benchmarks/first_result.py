@@ -60,6 +60,13 @@ OFFICIAL_SCRIPT = textwrap.dedent("""
 """)
 
 
+# The console script pip installed beside this interpreter (what a user of a virtual
+# environment runs), not a version manager's shim in front of it: the official script runs
+# as `sys.executable script.py`, so both sides start the same way.
+_BESIDE = Path(sys.executable).with_name("samv2")
+SAMV2 = str(_BESIDE) if _BESIDE.is_file() else "samv2"
+
+
 def _checkpoints(work: Path):
     """(official .pt, converted directory) holding the same re-drawn weights."""
     import torch
@@ -107,7 +114,7 @@ def segment_rows(args, work: Path, pt: Path, converted: Path, config: str):
     script.write_text(OFFICIAL_SCRIPT.format(tests=str(ROOT / "tests"), config=config,
                                              ckpt=str(pt), image=str(args.image), x=x, y=y,
                                              out=str(work / "official.png")))
-    ours = ["samv2", "segment", str(args.image), "--point", f"{x},{y}", "--out",
+    ours = [SAMV2, "segment", str(args.image), "--point", f"{x},{y}", "--out",
             str(work / "ours.png"), "--model", str(converted), "--no-overlay"]
     warm = work / "warm-cache"
     _timed(ours, env=_env(warm))  # fills the warm cache
@@ -129,7 +136,7 @@ def track_rows(args, work: Path, converted: Path):
     subprocess.run(["samv2", "sample", str(video), "--frames", "8", "--overwrite"], check=True,
                    capture_output=True)
     warm = work / "warm-cache"
-    cmd = ["samv2", "track", str(video), "--point", "0:320,240", "--max-frames", "8",
+    cmd = [SAMV2, "track", str(video), "--point", "0:320,240", "--max-frames", "8",
            "--model", str(converted), "--no-overlay", "--no-json", "-q", "--overwrite"]
     rows = []
     for r in range(args.rounds + 1):  # the first run fills the cache for the track programs

@@ -142,10 +142,10 @@ def _run(args, tracker, reader, prompts, paths, header, out: Path, created: bool
         return interrupt_exit_code(e) if interrupted else 1
 
 
-# Per-frame time at 1024 over that at 512 on a 2-core CPU (benchmarks/video_tracking.py):
-# memory attention is quadratic in the number of tokens, so halving the side saves more
-# than the 4x in pixels.
-_SPEEDUP_AT_512 = 6
+# Per-frame time at 1024 over that at 512 on a 2-core CPU (benchmarks/video_tracking.py,
+# sam2.1 tiny: 3.51 s / 0.46 s with one object, 9.31 s / 1.17 s with four): memory attention
+# is quadratic in the number of tokens, so halving the side saves more than the 4x in pixels.
+_SPEEDUP_AT_512 = 7
 
 
 class _CostNote:
