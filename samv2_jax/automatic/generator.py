@@ -307,7 +307,7 @@ class SAM2AutomaticMaskGenerator:
         # Duplicates within the crop: NMS by predicted IoU.
         kept = self._nms(boxes, ious, self.box_nms_thresh)
         # The survivors' masks at the crop's size, kept as their boxes' pixels.
-        cells = CellMasks(logits[kept], crop_hw, cuts[2:])
+        cells = CellMasks(logits[kept], crop_hw, cuts[2:], band_stats=False)
         offset = np.array([x0, y0, x0, y0])
         return [{"pixels": cells.mask(i, 0, boxes[k]), "box": boxes[k] + offset,
                  "iou": ious[k], "stability": stabs[k], "point": pts[k] + np.float32([x0, y0]),
