@@ -10,9 +10,10 @@ the token count of a 256 input (16 x 16), touching nothing else, builds the sam2
 predictor at 256 with every tensor re-drawn as tests/official.py does (object-score shift
 SHIFT, so that some frames are uncertain), runs its propagation with its published settings
 (3 pathways, iou_thre 0.1, uncertainty 2) from a mask prompt on the test video, and stores
-per frame the surviving pathways' cumulative scores, IoUs and object scores, each pathway's
-mask at the video's size, and the final answer (the final best pathway's lineage) with the
-column it took on each frame.
+per frame the surviving pathways' cumulative scores, IoUs and object scores, the best
+pathway's mask logits at the model's mask size (float32; the test upsamples them to the video
+as the reference does), and which pathway's mask the final answer (the final best pathway's
+lineage) took on each frame.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def main():
     ious = np.full((T, p), np.nan)
     scores = np.full((T, p), np.nan)
     masks = np.full((T, p, H, W), np.nan, np.float32)
+    best_low = np.full((T, SIZE // 4, SIZE // 4), np.nan, np.float32)
     column = np.zeros(T, np.int64)
     for f in range(1, T):
         o = nc[f]
@@ -87,11 +89,15 @@ def main():
         for j in range(k):
             masks[f, j] = pred._get_orig_video_res_output(
                 state, o["pred_masks"][..., j])[1].numpy()[0, 0]
+        best_low[f] = o["pred_masks"][..., 0].float().numpy()[0, 0]
+        up = torch.nn.functional.interpolate(torch.from_numpy(best_low[f])[None, None], (H, W),
+                                             mode="bilinear", align_corners=False)
+        assert np.array_equal(up.numpy()[0, 0], masks[f, 0]), f
         column[f] = int(np.argmin([np.abs(masks[f, j] - final[f, 0, 0]).max()
                                    for j in range(k)]))
-    np.savez_compressed(out, acc=acc, ious=ious, scores=scores, masks=masks,
-                        final=final[:, 0, 0], column=column, checksum=checksum,
-                        prompt=prompt, shift=SHIFT)
+    np.savez_compressed(out, acc=acc, ious=ious, scores=scores, best_low_res=best_low,
+                        video_hw=np.array([H, W]), column=column, checksum=checksum,
+                        prompt_bits=np.packbits(prompt), shift=SHIFT)
     print(f"wrote {out}; final columns {column.tolist()}; scores {np.round(scores, 2)}")
 
 

@@ -7,9 +7,11 @@ The path is a local copy of the SAMURAI repository (its `sam2/` folder is a modi
 package; it needs loguru and scipy). This script imports that package instead of PyPI's
 `sam2`, builds its video predictor from configs/samurai/sam2.1_hiera_t.yaml at 256 with every
 tensor re-drawn as tests/official.py does (same seed, same object-score shift), tracks a box
-on the test video (tests/video_scripts.make_frames) and stores, per frame, the masks, the
-chosen mask's predicted IoU, the motion score, the Kalman state and the stable-frame count,
-plus a checksum of every tensor so the test can tell it rebuilt the same weights.
+on the test video (tests/video_scripts.make_frames) and stores, per frame, the mask logits at
+the model's mask size (float32; the test upsamples them to the video as the reference does
+for its output), the chosen mask's predicted IoU, the motion score, the Kalman state and the
+stable-frame count, plus a checksum of every tensor so the test can tell it rebuilt the same
+weights.
 `stable_frames_threshold` is lowered to 3 (a config setting of SAMURAI) so that the short
 clip reaches the motion-weighted phase.
 """
@@ -60,20 +62,29 @@ def main():
         folder = vs.write_jpeg_folder(frames, Path(tmp) / "frames")
         state = pred.init_state(folder)
         _, _, first = pred.add_new_points_or_box(state, box=BOX, frame_idx=0, obj_id=1)
-        masks, ious, kf, kf_ok, means, stable = [first.numpy()], [np.nan], [0.0], [False], \
-            [np.zeros(8)], [0]
+        ious, kf, kf_ok, means, stable = [np.nan], [0.0], [False], [np.zeros(8)], [0]
+        low = [None]
         for f, _, m in pred.propagate_in_video(state):
             if f == 0:
+                low[0] = state["output_dict"]["cond_frame_outputs"][0]["pred_masks"]
                 continue
             o = state["output_dict"]["non_cond_frame_outputs"][f]
-            masks.append(m.numpy())
+            low.append(o["pred_masks"])
+            # the video-resolution output is this low-resolution mask upsampled
+            up = torch.nn.functional.interpolate(o["pred_masks"], size=(H, W), mode="bilinear",
+                                                 align_corners=False)
+            assert torch.equal(up, m), f
             ious.append(float(o["best_iou_score"]))
             score = o.get("kf_score")
             kf.append(0.0 if score is None else float(score))
             kf_ok.append(score is not None)
             means.append(np.asarray(pred.kf_mean, np.float64))
             stable.append(int(pred.stable_frames))
-    np.savez_compressed(out, masks=np.stack(masks).astype(np.float32), iou=np.array(ious),
+    low = np.stack([x[0, 0].numpy() for x in low]).astype(np.float32)
+    assert torch.equal(torch.nn.functional.interpolate(torch.from_numpy(low[:1])[None], (H, W),
+                                                       mode="bilinear", align_corners=False),
+                       first)
+    np.savez_compressed(out, low_res=low, video_hw=np.array([H, W]), iou=np.array(ious),
                         kf_score=np.array(kf), kf_ok=np.array(kf_ok), kf_mean=np.stack(means),
                         stable_frames=np.array(stable), checksum=checksum,
                         box=np.array(BOX), stable_threshold=STABLE)
