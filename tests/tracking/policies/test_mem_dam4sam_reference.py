@@ -128,3 +128,35 @@ def test_dam4sam_matches_the_reference(monkeypatch):
     # the rule admitted frames (whose memories later frames attended to as prompts), and the
     # target vanished on some frames (which the recent memory and the pointers skip)
     assert ref["admitted"].sum() >= 2 and (ref["area"][1:] == 0).any()
+
+
+def test_a_streaming_bank_forgets_admitted_memories_it_can_no_longer_attend():
+    """On a long stream the policy keeps admitting frames; those beyond the `drm_size` newest
+    and out of the pointer window are forgotten, so the fixed-size bank keeps its room."""
+    from samv2_jax import Model, StreamingTracker
+    from samv2_jax.weights.official import convert_state_dict
+
+    theirs = official.official_video_predictor("sam2.1_hiera_tiny", 256, fill_hole_area=0)
+    mem_videos.dam4sam_weights_(theirs)
+    sd = {k: v.detach().cpu().numpy() for k, v in theirs.state_dict().items()}
+    cfg, params = convert_state_dict(sd, image_size=256)
+    frames, prompt = mem_videos.distractor_video(60)
+    policy = Dam4SamPolicy()
+    tracker = StreamingTracker(Model(cfg, params), policy=policy, fill_hole_area=0)
+    tracker.track(frames[0], {1: {"mask": prompt}})
+    admitted = set()
+    window = cfg.memory.max_obj_ptrs_in_encoder - 1
+    for f in range(1, len(frames)):
+        tracker.track(frames[f])
+        b = tracker.bank
+        drm = np.asarray(b.policy_state["drm_frame"][0])
+        admitted |= {int(x) for x in drm[drm >= 0]}
+        kept = np.asarray(b.frame_idx[0])[np.asarray(b.valid & b.is_cond)[0]]
+        held = sorted(int(x) for x in kept if x in admitted)
+        # every admitted frame is held while it can still be attended, and only then
+        want = sorted(a for a in admitted
+                      if sorted(admitted, reverse=True).index(a) < policy.drm_size
+                      or f - a < window)
+        assert held == want, (f, held, want)
+        assert 0 in kept  # the user's prompt stays
+    assert len(admitted) >= 5 and len(held) <= policy.drm_size
