@@ -71,8 +71,13 @@ def encode_image(params, cfg: SAM2Config, images):
     enc = params["image_encoder"]
     # Compute in the params' dtype: bfloat16 params give a bfloat16 model (--dtype bfloat16).
     images = images.astype(enc["trunk"]["patch_embed"]["proj"]["weight"].dtype)
-    stages = hiera(enc["trunk"], cfg.trunk, images)
-    features, _ = fpn_neck(enc["neck"], cfg.neck, stages, with_pos=False)
+    return features_from_stages(params, cfg, hiera(enc["trunk"], cfg.trunk, images))
+
+
+def features_from_stages(params, cfg: SAM2Config, stages):
+    """The trunk's stage outputs -> `encode_image`'s dict (the FPN neck, the top level's
+    position encoding, the decoder's projections of the two finer levels)."""
+    features, _ = fpn_neck(params["image_encoder"]["neck"], cfg.neck, stages, with_pos=False)
     high_res = tuple(features[:-1])
     if cfg.decoder.use_high_res_features:
         dec = params["sam_mask_decoder"]

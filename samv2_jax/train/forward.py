@@ -26,12 +26,8 @@ import jax.numpy as jnp
 
 from samv2_jax.config import SAM2Config
 from samv2_jax.modeling.hiera import hiera
-from samv2_jax.modeling.image_encoder import (
-    fpn_neck,
-    fpn_position_encoding,
-    no_memory_features,
-)
-from samv2_jax.modeling.layers import conv1x1, conv2d
+from samv2_jax.modeling.image_encoder import features_from_stages, no_memory_features
+from samv2_jax.modeling.layers import conv2d
 from samv2_jax.modeling.memory_attention import memory_attention
 from samv2_jax.modeling.memory_encoder import encode_memory
 from samv2_jax.modeling.transforms import resize_bilinear
@@ -105,14 +101,8 @@ def encode_frames(params, cfg: SAM2Config, train_cfg: TrainConfig, images, key=N
     images = images.astype(enc["trunk"]["patch_embed"]["proj"]["weight"].dtype)
     stages = hiera(enc["trunk"], cfg.trunk, images, drop_path_rate=train_cfg.drop_path_rate,
                    key=key, remat_policy=_remat_policy(train_cfg, "hiera_blocks"))
-    features, _ = fpn_neck(enc["neck"], cfg.neck, stages, with_pos=False)
-    high_res = tuple(features[:-1])
-    if cfg.decoder.use_high_res_features:
-        dec = params["sam_mask_decoder"]
-        high_res = (conv1x1(dec["conv_s0"], high_res[0]), conv1x1(dec["conv_s1"], high_res[1]))
-    return {"image_embed": features[-1],
-            "image_pos": fpn_position_encoding(cfg.neck, features[-1][:1]),
-            "high_res_feats": high_res}
+    feats = features_from_stages(params, cfg, stages)
+    return dict(feats, image_pos=feats["image_pos"][:1])  # the same for every frame
 
 
 def _condition_on_memory(params, cfg, train_cfg, bank, frame_idx, num_frames, max_cond,
