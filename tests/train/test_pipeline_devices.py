@@ -35,17 +35,25 @@ def _rel(a, b) -> float:
 
 
 def _compare(case: dict, ref: dict, what: str) -> None:
+    """Loss and gradient norm within TOL relative; each gradient tensor within TOL of its own
+    largest value, or, for tensors whose gradient is below 1e-3 of the model's largest (the
+    attention key biases, whose exact gradient is zero: softmax ignores a shift common to
+    all keys, so only rounding noise is left), within TOL of the model's largest."""
     assert _rel(case["loss"], ref["loss"]) < TOL, what
     assert _rel(case["grad_norm"], ref["grad_norm"]) < TOL, what
     keys = [k for k in ref if k.startswith("grad/")]
     assert keys and set(keys) == {k for k in case if k.startswith("grad/")}
+    largest = max(float(np.abs(ref[k]).max()) for k in keys)
     trained = 0
     for k in keys:
-        if np.abs(ref[k]).max() > 0:  # frozen parameters have no gradient at all
-            trained += 1
-            assert _rel(case[k], ref[k]) < TOL, (what, k, _rel(case[k], ref[k]))
-        else:
+        top = float(np.abs(ref[k]).max())
+        if top == 0:  # frozen parameters have no gradient at all
             assert np.abs(case[k]).max() == 0, (what, k)
+            continue
+        trained += 1
+        err = float(np.abs(case[k].astype(np.float64) - ref[k]).max())
+        scale = top if top >= 1e-3 * largest else largest
+        assert err / scale < TOL, (what, k, err / scale)
     assert trained > 50  # the prompt encoder's and mask decoder's tensors
 
 
