@@ -22,9 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Longest first, so that no long file starts last (seconds on a 2-core machine, roughly).
-SLOW_FIRST = ["predictors/test_video.py", "predictors/test_streaming.py", "app/test_cli_track.py",
-              "predictors/test_image.py", "tracking/test_step.py", "tracking/test_bank.py",
-              "modeling/test_hiera.py", "modeling/test_image_encoder.py",
+SLOW_FIRST = ["train/test_train_forward.py", "predictors/test_video.py",
+              "train/test_pipeline_devices.py", "automatic/test_amg_parity.py",
+              "train/test_train_memory.py", "test_readme.py", "train/test_pipeline_resume.py",
+              "predictors/test_streaming.py", "tracking/policies/test_mem_tracking.py",
+              "app/test_cli_track.py", "predictors/test_image.py", "tracking/test_step.py",
+              "tracking/test_bank.py", "modeling/test_hiera.py", "modeling/test_image_encoder.py",
               "modeling/test_mask_decoder.py"]
 
 
