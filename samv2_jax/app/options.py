@@ -28,7 +28,22 @@ def on_stop_signal(signum, frame):
     one), the exception is printed and dropped: the signal is also recorded, so that
     `raise_pending` raises it at the next safe point."""
     _PENDING.append(signum)
+    if _in_gc_callback(frame):
+        return  # raised there it would only be printed ("Exception ignored in ..."), then lost
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _in_gc_callback(frame) -> bool:
+    """Whether `frame` runs inside one of the garbage collector's callbacks."""
+    import gc
+
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    codes.discard(None)
+    while frame is not None and codes:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def raise_pending() -> None:

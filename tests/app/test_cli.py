@@ -125,3 +125,40 @@ def test_track_says_once_what_a_cpu_frame_costs(monkeypatch, capsys):
     assert "about 6.0 s per frame at 1024" in err and "about 20 min for all 200 frames" in err
     assert "--image-size 512" in err
     assert not _CostNote(512, 200, None).on  # only where a frame is slow
+
+
+def test_stop_signal_inside_a_gc_callback_is_deferred():
+    """A stop signal that lands in a garbage-collection callback (JAX registers one) is not
+    raised there, where Python would print it as "Exception ignored" and drop it: it is
+    recorded and raised at the next safe point."""
+    import gc
+    import signal
+    import sys
+
+    from samv2_jax.app import options
+
+    seen = []
+
+    def callback(phase, info):
+        if phase == "start" and not seen:
+            try:
+                options.on_stop_signal(signal.SIGTERM, sys._getframe())
+                seen.append("deferred")
+            except BaseException as e:  # noqa: BLE001 - what the test looks for
+                seen.append(type(e).__name__)
+
+    options._PENDING.clear()
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    try:
+        assert seen == ["deferred"]
+        with pytest.raises(options.Terminated):
+            options.raise_pending()
+        # Outside a callback the handler raises at once.
+        with pytest.raises(KeyboardInterrupt):
+            options.on_stop_signal(signal.SIGINT, sys._getframe())
+    finally:
+        options._PENDING.clear()
