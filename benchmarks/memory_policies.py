@@ -7,9 +7,9 @@ Usage: python benchmarks/memory_policies.py [--model sam2.1_hiera_tiny] [--size 
 
 Weights are re-drawn at random (tests/official.py), frames are a window sliding over
 scikit-image's astronaut; every policy runs the same frames in alternating rounds (this host
-is noisy) and the median per-frame time after compiling is reported. With --reference
-PATH_TO_SAM2LONG, the reference SAM2Long implementation's own per-frame time on the same
-model and frames is measured too (it hard-codes 64x64 memory tokens: --size 1024 only).
+is noisy) and the median per-frame time after compiling is reported. The reference SAM2Long
+implementation's own per-frame time against ours is measured by
+benchmarks/sam2long_reference.py.
 Writes benchmarks/results/memory_policies.md.
 """
 
