@@ -45,7 +45,7 @@ def main():
     from samv2_jax.modeling.image_encoder import encode_image
     from samv2_jax.tracking.bank import empty_bank, write
     from samv2_jax.tracking.policies import policy_by_name
-    from samv2_jax.tracking.step import condition_on_memory, sam_candidates, track_step
+    from samv2_jax.tracking.step import track_step
     from samv2_jax.weights.official import convert_state_dict
 
     import official
@@ -84,31 +84,18 @@ def main():
             per[n].extend(run(n))
     med = {n: statistics.median(v) for n, v in per.items()}
 
-    # SAM2Long's parts: one image encoding, and memory attention + decoder per pathway
-    def timed(fn, *a, reps=5):
-        jax.block_until_ready(fn(*a))
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            jax.block_until_ready(fn(*a))
-            ts.append(time.perf_counter() - t)
-        return statistics.median(ts)
-
-    t_enc = timed(enc, images[3])
-    parts = {}
-    for p in (1, 3):
-        pol = policy_by_name("sam2long") if p == 3 else policy_by_name("sam3")
-        bank = empty_bank(cfg, 1, args.frames, policy=pol)
-        bank = write(bank, 0, rng.normal(size=(bank.num_rows, e, e, d)),
-                     rng.normal(size=(bank.num_rows, 256)), 0, True,
-                     np.full(bank.num_rows, 10.0), area=np.full(bank.num_rows, 100.0))
-        sel = pol.select(cfg, bank, 1, reverse=False, num_frames=args.frames, max_cond=4)
-        decode = jax.jit(lambda b, s, ft: sam_candidates(
-            params, cfg, condition_on_memory(params, cfg, b, s, ft["image_embed"],
-                                             ft["image_pos"]), ft["high_res_feats"],
-            multimask=True).masks)
-        parts[p] = timed(decode, bank, sel, feats[3])
-
+    # SAM2Long's cost. The per-frame times above are the memory-conditioned step alone (the
+    # features are encoded beforehand): one decode for the official policy (memory attention,
+    # decoder, memory encoding of the chosen mask), all pathways batched for SAM2Long. The
+    # goal: a SAM2Long frame costs at most one image encoding plus three such decodes.
+    enc_times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(enc(images[3]))
+        enc_times.append(time.perf_counter() - t)
+    t_enc = statistics.median(enc_times)
+    one, three = med["official"], med["sam2long"]
+    budget = t_enc + 3 * one
     lines = [f"# Memory policies: per-frame time ({args.model} at {args.size}, "
              f"{args.objects} object(s), {args.frames} frames, {args.rounds} alternating "
              "rounds, median after compiling)", "",
@@ -116,12 +103,15 @@ def main():
              "| policy | s / frame | vs official |", "| --- | ---: | ---: |"]
     for n in POLICIES:
         lines.append(f"| {n} | {med[n]:.4f} | {med[n] / med['official']:.3f} |")
-    lines += ["", "SAM2Long's parts (one frame):", "",
+    lines += ["", "SAM2Long's three pathways against one decode (per frame):", "",
               "| part | s |", "| --- | ---: |",
-              f"| image encoding (once per frame) | {t_enc:.4f} |",
-              f"| memory attention + decoder, 1 row | {parts[1]:.4f} |",
-              f"| memory attention + decoder, 3 pathways batched | {parts[3]:.4f} |",
-              f"| ratio 3 pathways / 1 | {parts[3] / parts[1]:.2f} |", ""]
+              f"| image encoding, once per frame (E) | {t_enc:.4f} |",
+              f"| one memory-conditioned decode: the official step (D) | {one:.4f} |",
+              f"| SAM2Long step, 3 pathways batched | {three:.4f} ({three / one:.2f} D) |",
+              f"| SAM2Long frame: E + its step | {t_enc + three:.4f} |",
+              f"| goal: E + 3 D | {budget:.4f} |",
+              f"| SAM2Long frame / goal | {(t_enc + three) / budget:.2f} "
+              f"({'met' if t_enc + three <= budget else 'not met'}) |", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 
