@@ -40,14 +40,14 @@ def depthwise_conv(x, w, padding: int):
 
     The forward is XLA's grouped convolution. Only the kernel gradient differs from what
     autodiff gives: XLA's CPU backend computes a grouped convolution's kernel gradient as a
-    dense [kh, kw, C, C] one (C times the work: 90% of a training step at 256), so here it
-    is the kh * kw per-channel correlations it is, one fused reduction each.
+    dense [kh, kw, C, C] one (C times the work: 5.1 s of a 9.3 s training step at 256),
+    so here it is the kh * kw per-channel correlations it is, one fused reduction each.
     """
     return _conv(x, w, 1, padding, x.shape[-1])
 
 
 def _depthwise_fwd(x, w, padding):
-    return depthwise_conv(x, w, padding), (x, w)
+    return _conv(x, w, 1, padding, x.shape[-1]), (x, w)
 
 
 def _depthwise_bwd(padding, res, g):
