@@ -55,13 +55,18 @@ SKIP = 2  # tracked frames left out of the per-frame times (compilation, caches)
 PUBLISHED = (3, 0.1, 2.0)
 
 
-def _shift() -> float:
-    """The object-score shift of scripts/reference/sam2long.py (so both use one value)."""
+def _script():
+    """scripts/reference/sam2long.py: its reference loader and object-score shift, so the
+    benchmark builds the reference exactly as the stored test outputs were made."""
     spec = importlib.util.spec_from_file_location(
         "sam2long_reference_script", ROOT / "scripts/reference/sam2long.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return float(mod.SHIFT)
+    return mod
+
+
+def _shift() -> float:
+    return float(_script().SHIFT)
 
 
 def _prompt() -> np.ndarray:
@@ -85,33 +90,10 @@ def _log(msg: str) -> None:
 def _reference_child(args) -> dict:
     import torch
 
-    import official
 
     tmp = Path(tempfile.mkdtemp())
     try:
-        shutil.copytree(Path(args.reference) / "sam2", tmp / "sam2")
-        attn = tmp / "sam2/modeling/memory_attention.py"
-        text = attn.read_text()
-        if text.count("4096") != 2:
-            raise SystemExit(f"{attn}: not the SAM2Long memory attention this script knows")
-        # frames of (size/16)^2 memory tokens instead of its fixed 64x64 (a no-op at 1024)
-        attn.write_text(text.replace("4096", str((args.size // 16) ** 2)))
-        sys.path.insert(0, str(tmp))
-        official.install_torchvision_standin()
-        import sam2
-        from sam2.build_sam import build_sam2_video_predictor
-
-        if not sam2.__file__.startswith(str(tmp)):
-            raise SystemExit(f"imported {sam2.__file__}, not the reference's package")
-        pred = build_sam2_video_predictor(CONFIG, None, device="cpu", mode="eval",
-                                          hydra_overrides_extra=[f"++model.image_size={args.size}"])
-        # what official.official_video_predictor does to the installed package's predictor
-        official.randomize_(pred, 0)
-        pred.eval()
-        pred.fill_hole_area = 0
-        with torch.no_grad():
-            pred.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += _shift()
-        pred.memory_attention.forward = official._memory_as_float32(pred.memory_attention.forward)
+        pred = _script().build_reference_predictor(Path(args.reference), args.size, tmp)
 
         # its propagate_in_video returns all masks at the end: time its per-frame inference
         frame_times = []

@@ -30,37 +30,50 @@ SIZE, T, H, W = 256, 8, 150, 211
 SHIFT = 1.0
 
 
-def main():
-    ref = Path(sys.argv[1]).resolve()
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "tests/data/sam2long_reference.npz"
-    tmp = Path(tempfile.mkdtemp())
+def build_reference_predictor(ref: Path, size: int, tmp: Path):
+    """SAM2Long's own video predictor (sam2.1 tiny at `size`) from a local copy `ref` of its
+    repository, loaded from a copy in `tmp` with its memory-token constant set for `size`;
+    every tensor re-drawn as tests/official.py does, object-score bias + SHIFT."""
     shutil.copytree(ref / "sam2", tmp / "sam2")
     attn = tmp / "sam2/modeling/memory_attention.py"
     text = attn.read_text()
-    tokens = (SIZE // 16) ** 2
-    assert text.count("4096") == 2, "unexpected SAM2Long memory_attention.py"
-    attn.write_text(text.replace("4096", str(tokens)))
+    if text.count("4096") != 2:
+        raise SystemExit(f"{attn}: not the SAM2Long memory attention this script knows")
+    # frames of (size/16)^2 memory tokens instead of its fixed 64x64 (a no-op at 1024)
+    attn.write_text(text.replace("4096", str((size // 16) ** 2)))
     sys.path.insert(0, str(tmp))
     sys.path.insert(1, str(ROOT / "tests"))
     import torch
 
     import official
-    import video_scripts as vs
 
     official.install_torchvision_standin()
     import sam2
-    assert str(tmp) in sam2.__file__
     from sam2.build_sam import build_sam2_video_predictor
 
+    if not sam2.__file__.startswith(str(tmp)):
+        raise SystemExit(f"imported {sam2.__file__}, not the reference's package")
     pred = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", None, device="cpu",
                                       mode="eval",
-                                      hydra_overrides_extra=[f"++model.image_size={SIZE}"])
+                                      hydra_overrides_extra=[f"++model.image_size={size}"])
     official.randomize_(pred, 0)
     pred.eval()
     pred.fill_hole_area = 0
     with torch.no_grad():
         pred.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += SHIFT
     pred.memory_attention.forward = official._memory_as_float32(pred.memory_attention.forward)
+    return pred
+
+
+def main():
+    ref = Path(sys.argv[1]).resolve()
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "tests/data/sam2long_reference.npz"
+    tmp = Path(tempfile.mkdtemp())
+    pred = build_reference_predictor(ref, SIZE, tmp)
+    import torch
+
+    import video_scripts as vs
+
     checksum = np.array([float(v.double().abs().sum()) for v in pred.state_dict().values()])
 
     frames = vs.make_frames(T, H, W)
