@@ -89,11 +89,30 @@ class _Clock:
         setattr(obj, attr, timed)
 
 
+def _allow_empty_crops(gen) -> None:
+    """The official generator fails with crops when no mask survives anywhere (as with
+    re-drawn weights under the default thresholds): an empty crop stores its crop boxes as a
+    tensor of shape (0,), and the NMS across crops indexes its columns (IndexError). Giving
+    that empty tensor the shape (0, 4) changes nothing else, so the crop layer can be timed."""
+    import torch
+
+    inner = gen._process_crop
+
+    def process_crop(*args, **kwargs):
+        data = inner(*args, **kwargs)
+        if len(data["rles"]) == 0:
+            data["crop_boxes"] = torch.zeros((0, 4))
+        return data
+
+    gen._process_crop = process_crop
+
+
 def run_official(torch_model, image, kwargs) -> tuple[dict, list]:
     import torch
     from amg_standins import official_amg_standins, official_generator
 
     gen = official_generator(torch_model, **kwargs)
+    _allow_empty_crops(gen)
     clock = _Clock()
     clock.wrap(gen.predictor, "set_image", "encode")
     clock.wrap(gen.predictor, "_predict", "decode + upsample every mask")
