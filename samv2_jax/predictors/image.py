@@ -176,14 +176,23 @@ class SAM2ImagePredictor:
         cfg, params = self.config, self.model.params
         coords, labels = _prepare_prompts(point_coords, point_labels, box, image_hw,
                                           cfg.image_size, True)
-        feats = _stand_in_features(params, cfg)
-        low_res, _ = decode_prompts(
-            params, cfg, feats, None if coords is None else jnp.asarray(coords),
-            None if labels is None else jnp.asarray(labels), None,
+        jax.block_until_ready(self._decode(_stand_in_features(params, cfg), coords, labels,
+                                           None, image_hw, multimask_output, return_logits))
+
+    def _decode(self, feats, coords, labels, mask, orig_hw, multimask_output, return_logits):
+        """decode_prompts then postprocess, the two compiled programs `predict` runs:
+        (masks, ious, low_res) as device arrays."""
+        cfg = self.config
+        low_res, ious = decode_prompts(
+            self.model.params, cfg, feats,
+            None if coords is None else jnp.asarray(coords),
+            None if labels is None else jnp.asarray(labels),
+            None if mask is None else jnp.asarray(mask),
             multimask_output=bool(multimask_output))
-        jax.block_until_ready(postprocess(
-            low_res, tuple(int(v) for v in image_hw), self.mask_threshold, self.max_hole_area,
-            self.max_sprinkle_area, bool(return_logits)))
+        masks, low_res = postprocess(
+            low_res, tuple(int(v) for v in orig_hw), self.mask_threshold, self.max_hole_area,
+            self.max_sprinkle_area, bool(return_logits))
+        return masks, ious, low_res
 
     def _require_image(self, what: str) -> None:
         if not self._is_image_set:
@@ -202,16 +211,8 @@ class SAM2ImagePredictor:
         feats = self._features
         if self._is_batch:
             feats = jax.tree.map(lambda f: f[img_idx:img_idx + 1], feats)
-        low_res, ious = decode_prompts(
-            self.model.params, cfg, feats,
-            None if coords is None else jnp.asarray(coords),
-            None if labels is None else jnp.asarray(labels),
-            None if mask is None else jnp.asarray(mask),
-            multimask_output=bool(multimask_output))
-        masks, low_res = postprocess(
-            low_res, tuple(int(v) for v in orig_hw), self.mask_threshold, self.max_hole_area,
-            self.max_sprinkle_area, bool(return_logits))
-        masks, ious, low_res = (np.asarray(masks), np.asarray(ious), np.asarray(low_res))
+        masks, ious, low_res = (np.asarray(a) for a in self._decode(
+            feats, coords, labels, mask, orig_hw, multimask_output, return_logits))
         squeeze = (lambda a: a[0]) if masks.shape[0] == 1 else (lambda a: a)
         return squeeze(masks), squeeze(ious), squeeze(low_res)
 

@@ -38,18 +38,16 @@ def scene(t: int, height: int = 480, width: int = 640, seed: int = 0):
 
 
 def _run_sample(args) -> int:
-    args.frames_given = args.frames is not None
-    if not args.frames_given:
-        args.frames = 24
     out = Path(args.file)
     ext = out.suffix.lower()
     if args.file.endswith(("/", "\\")) or not ext:
-        return _write_dataset(out, args)
+        return _write_dataset(out, args, frames=args.frames or 12)
     if ext not in _VIDEO + _IMAGE:
         raise ValueError(f"{args.file!r}: name a video ({', '.join(_VIDEO)}), a picture "
                          f"({', '.join(_IMAGE)}) or a folder (DIR/) for a dataset")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass --overwrite or choose another name")
+    frames = args.frames or 24
     out.parent.mkdir(parents=True, exist_ok=True)
     if ext in _IMAGE:
         from PIL import Image
@@ -63,17 +61,17 @@ def _run_sample(args) -> int:
         s = c.add_stream("libx264" if ext != ".mkv" else "ffv1", rate=args.fps)
         s.width, s.height = 640, 480
         s.pix_fmt = "yuv420p"
-        for t in range(args.frames):
+        for t in range(frames):
             for packet in s.encode(av.VideoFrame.from_ndarray(scene(t), format="rgb24")):
                 c.mux(packet)
         for packet in s.encode():
             c.mux(packet)
-    print(f"{out}: {args.frames} frames of 640x480 at {args.fps} fps; on frame 0 a red disc "
+    print(f"{out}: {frames} frames of 640x480 at {args.fps} fps; on frame 0 a red disc "
           "covers the centre (320, 240)")
     return 0
 
 
-def _write_dataset(out: Path, args) -> int:
+def _write_dataset(out: Path, args, frames: int) -> int:
     """A DAVIS-style folder: JPEGImages/, palettized Annotations/ (two objects per video,
     exact masks) and ImageSets/2017/{train,val}.txt (the last video is `val`)."""
     import shutil
@@ -85,7 +83,6 @@ def _write_dataset(out: Path, args) -> int:
             raise FileExistsError(f"{str(out)!r} is not empty; pass --overwrite or choose "
                                   "another folder")
         shutil.rmtree(out)
-    frames = args.frames if args.frames_given else 12
     make_davis_like(out, num_videos=4, num_frames=frames, height=240, width=320,
                     num_objects=2, val_videos=1)
     print(f"{out}: a DAVIS-style dataset of 4 videos ({frames} frames of 320x240, two objects "

@@ -84,7 +84,9 @@ def _run_segment(args) -> int:
 
 
 class _Background:
-    """fn(*args) on a daemon thread; `join` waits and re-raises what it raised."""
+    """fn(*args) on a daemon thread; `join` waits and re-raises what it raised. Not a
+    ThreadPoolExecutor: its worker is not a daemon, so a Ctrl-C during start-up would wait
+    for a compilation that is no longer wanted before the process could exit."""
 
     def __init__(self, fn, *args):
         import threading
