@@ -5,7 +5,9 @@ tiny with every tensor re-drawn):
 - official: `training.model.sam2.SAM2Train` (train mode, the recipe's dropout 0.1 and
   drop_path 0.1) + `MultiStepMultiMasksAndIous` + `backward()` + gradient clipping + AdamW;
 - ours: `samv2_jax.train.loop.make_train_step` (loss_fn under value_and_grad + the recipe's
-  optax optimizer) jit-compiled, with remat off and on (every part in REMAT_PARTS).
+  optax optimizer) jit-compiled, as it is (`ours`) and memory-lean (`ours_remat`: every part
+  in REMAT_PARTS rematerialised and the image encoder run one frame at a time,
+  `encoder_frames_per_call=1`).
 Both sides use the same prompt structure on every step (point input, two initial
 conditioning frames, each corrected with 7 clicks: the most expensive path of the recipe),
 drawn by each side's own sampler.
@@ -56,7 +58,10 @@ def train_config(remat: bool):
     from samv2_jax.train import TrainConfig
     from samv2_jax.train.config import REMAT_PARTS
 
-    return TrainConfig(**TRAINING, remat=REMAT_PARTS if remat else ())
+    if not remat:
+        return TrainConfig(**TRAINING)
+    # The memory-lean set-up: every part rematerialised, the encoder a frame at a time.
+    return TrainConfig(**TRAINING, remat=REMAT_PARTS, encoder_frames_per_call=1)
 
 
 def _peak_rss() -> int:

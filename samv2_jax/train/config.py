@@ -84,6 +84,10 @@ class TrainConfig:
     # Memory and precision.
     remat: tuple[str, ...] = ()
     remat_policy: str = "nothing_saveable"
+    # Frames the image encoder takes per call: None, every frame of the batch at once (as the
+    # official); k, a loop over groups of k frames, so that the encoder's backward pass holds
+    # one group's working buffers instead of the batch's (the values do not change).
+    encoder_frames_per_call: int | None = None
     compute_dtype: str = "float32"
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -126,6 +130,9 @@ class TrainConfig:
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from "
                              f"{REMAT_POLICIES}")
+        if self.encoder_frames_per_call is not None and self.encoder_frames_per_call < 1:
+            raise ValueError("encoder_frames_per_call must be >= 1 (or None: all frames at "
+                             f"once), got {self.encoder_frames_per_call}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
                              f"{self.compute_dtype!r}")

@@ -285,6 +285,23 @@ def _skip_step(state, j):
     return state, jax.tree.map(jnp.zeros_like, _step_record(state[3]))
 
 
+def _encode_in_groups(p, cfg: SAM2Config, train_cfg: TrainConfig, images, key):
+    """encode_frames over [N, S, S, 3], `train_cfg.encoder_frames_per_call` frames at a time."""
+    n, k = images.shape[0], train_cfg.encoder_frames_per_call
+    if k is None or k >= n:
+        return encode_frames(p, cfg, train_cfg, images, key)
+    if n % k:
+        raise ValueError(f"encoder_frames_per_call={k} does not divide the batch's {n} frames "
+                         "(batch size x clip length); choose a divisor, or None")
+    groups = images.reshape(n // k, k, *images.shape[1:])
+    keys = None if key is None else jax.random.split(key, n // k)
+    feats = jax.lax.map(lambda a: encode_frames(p, cfg, train_cfg, a[0], a[1]),
+                        (groups, keys))
+    image_pos = feats.pop("image_pos")[0]
+    feats = jax.tree.map(lambda x: x.reshape(n, *x.shape[2:]), feats)
+    return dict(feats, image_pos=image_pos)
+
+
 def _forward(params, model_cfg: SAM2Config, train_cfg: TrainConfig, batch, key, plan=None):
     """The forward without the input-resolution logits (what the loss consumes)."""
     b, t, o = check_batch(model_cfg, batch)
@@ -298,7 +315,8 @@ def _forward(params, model_cfg: SAM2Config, train_cfg: TrainConfig, batch, key, 
     s = model_cfg.image_size
     images = jnp.asarray(batch["images"]).reshape(b * t, s, s, 3)
     use_drop_path = train_cfg.drop_path_rate > 0
-    feats = encode_frames(p, cfg, train_cfg, images, k_drop_path if use_drop_path else None)
+    feats = _encode_in_groups(p, cfg, train_cfg, images,
+                              k_drop_path if use_drop_path else None)
     image_pos = feats.pop("image_pos")  # the same for every frame
     feats = jax.tree.map(lambda x: x.reshape(b, t, *x.shape[1:]), feats)
     masks = jnp.asarray(batch["masks"], bool)

@@ -129,6 +129,30 @@ def test_remat_gives_the_same_loss_and_gradients():
           f"{temp / 2**20:.0f} -> {temp_remat / 2**20:.0f} MiB")
 
 
+def test_encoder_one_frame_at_a_time_gives_the_same_loss_and_less_memory():
+    remat = BASE.replace(remat=REMAT_PARTS)
+    _, temp, (loss, grads) = _compiled(remat)
+    _, temp_one, (loss_one, grads_one) = _compiled(remat.replace(encoder_frames_per_call=1))
+    assert abs(loss_one - loss) <= 1e-6 * abs(loss), (loss_one, loss)
+    ga, gb = flatten(grads), flatten(grads_one)
+    top = max(float(jnp.abs(g).max()) for g in ga.values())
+    for k in ga:
+        assert float(jnp.abs(ga[k] - gb[k]).max()) <= 1e-5 * top, k
+    # The encoder's backward holds one frame's buffers instead of four.
+    assert temp_one < 0.8 * temp, (temp_one, temp)
+    print(f"encoder_frames_per_call=1: temp {temp / 2**20:.0f} -> {temp_one / 2**20:.0f} MiB")
+
+
+def test_encoder_frames_per_call_must_divide_the_frames():
+    params, batch, key = _inputs()
+    with pytest.raises(ValueError, match="does not divide the batch's 4 frames"):
+        jax.eval_shape(functools.partial(loss_fn, model_cfg=CFG,
+                                         train_cfg=BASE.replace(encoder_frames_per_call=3)),
+                       params, batch, key)
+    with pytest.raises(ValueError, match="encoder_frames_per_call must be >= 1"):
+        BASE.replace(encoder_frames_per_call=0)
+
+
 def test_bfloat16_compute_loss_within_bound():
     params, batch, key = _inputs()
     mask_cfg = BASE.replace(prob_to_use_pt_input_for_train=0.0)
