@@ -25,6 +25,7 @@ the same child as ours, for context. Writes benchmarks/results/sam2long_referenc
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -55,6 +56,7 @@ SKIP = 2  # tracked frames left out of the per-frame times (compilation, caches)
 PUBLISHED = (3, 0.1, 2.0)
 
 
+@functools.cache
 def _script():
     """scripts/reference/sam2long.py: its reference loader and object-score shift, so the
     benchmark builds the reference exactly as the stored test outputs were made."""

@@ -53,18 +53,8 @@ def _depthwise_fwd(x, w, padding):
 
 
 def _depthwise_bwd(padding, res, g):
-    x, w = res
-    _, input_vjp = jax.vjp(lambda x_: _conv(x_, w, 1, padding, x.shape[-1]), x)
-    (dx,) = input_vjp(g)
-    kh, kw = w.shape[:2]
-    h, wd = g.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    acc = jnp.promote_types(x.dtype, jnp.float32)
-    dw = jnp.stack([
-        jnp.stack([jnp.sum(xp[:, i:i + h, j:j + wd] * g, axis=(0, 1, 2), dtype=acc)
-                   for j in range(kw)])
-        for i in range(kh)])
-    return dx, dw[:, :, None, :].astype(w.dtype)
+    dx, dw = _tap_gradients(res, g, 1, padding, depthwise=True)
+    return dx, dw[:, :, None, :]
 
 
 depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
@@ -88,23 +78,31 @@ def _strided_fwd(x, w, stride, padding):
 
 
 def _strided_bwd(stride, padding, res, g):
+    return _tap_gradients(res, g, stride, padding, depthwise=False)
+
+
+def _tap_gradients(res, g, stride: int, padding: int, depthwise: bool):
+    """(dx, dw) of a convolution: dx from autodiff, dw tap by tap, each kernel tap (i, j)
+    correlating the input pixels it saw with the output gradient: a per-channel fused
+    reduction for a depthwise kernel ([kh, kw, C]), a matrix product for a dense one."""
     x, w = res
-    _, input_vjp = jax.vjp(lambda x_: _conv(x_, w, stride, padding, 1), x)
+    groups = x.shape[-1] if depthwise else 1
+    _, input_vjp = jax.vjp(lambda x_: _conv(x_, w, stride, padding, groups), x)
     (dx,) = input_vjp(g)
     kh, kw = w.shape[:2]
     h, wd = g.shape[1:3]
     xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     acc = jnp.promote_types(x.dtype, jnp.float32)
 
-    def tap(i, j):  # the input pixels kernel tap (i, j) saw, [B, h, wd, Ci]
-        return jax.lax.slice(xp, (0, i, j, 0),
+    def tap(i, j):  # [B, h, wd, Ci]
+        seen = jax.lax.slice(xp, (0, i, j, 0),
                              (xp.shape[0], i + stride * (h - 1) + 1, j + stride * (wd - 1) + 1,
                               xp.shape[3]), (1, stride, stride, 1))
+        if depthwise:
+            return jnp.sum(seen * g, axis=(0, 1, 2), dtype=acc)
+        return jnp.einsum("bhwi,bhwo->io", seen, g, preferred_element_type=acc)
 
-    dw = jnp.stack([
-        jnp.stack([jnp.einsum("bhwi,bhwo->io", tap(i, j), g, preferred_element_type=acc)
-                   for j in range(kw)])
-        for i in range(kh)])
+    dw = jnp.stack([jnp.stack([tap(i, j) for j in range(kw)]) for i in range(kh)])
     return dx, dw.astype(w.dtype)
 
 
