@@ -18,7 +18,7 @@ _EXPORTS = {
     "SAM2VideoPredictor": "samv2_jax.predictors.video",
     "SAM2AutomaticMaskGenerator": "samv2_jax.automatic.generator",
     "StreamingTracker": "samv2_jax.predictors.streaming",
-    "Prompt": "samv2_jax.predictors.streaming",
+    "Prompt": "samv2_jax.predictors.inputs",
     "MemoryBank": "samv2_jax.tracking.bank",
 }
 

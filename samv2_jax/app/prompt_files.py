@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from samv2_jax.predictors.streaming import Prompt
+from samv2_jax.predictors.inputs import Prompt
 
 MAX_OBJ_ID = 255  # ids are pixel values of the DAVIS-style label PNGs
 

@@ -15,6 +15,7 @@ between runs under the same repr, and a stale executable would be a silently wro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -22,6 +23,8 @@ import io
 import os
 import pickle
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import jax
@@ -171,9 +174,22 @@ class Program:
             try:
                 payload, in_tree, out_tree = _TreeUnpickler(io.BytesIO(path.read_bytes())).load()
                 return se.deserialize_and_load(payload, in_tree, out_tree)
-            except Exception:  # damaged or from an incompatible build: compile afresh
+            except Exception as e:  # damaged or from an incompatible build: compile afresh
                 path.unlink(missing_ok=True)
-        compiled = self.jitted.lower(*args, **kwargs).compile()
+                # Said aloud: a loader that always fails would otherwise cost every start
+                # its whole trace and compile without a sign (jax 0.10 once did that here).
+                warnings.warn(f"compiled program {path.name} could not be loaded ({e}); "
+                              "compiling it again", RuntimeWarning, stacklevel=3)
+        lowered = self.jitted.lower(*args, **kwargs)
+        with _watch_jax_cache() as hit:
+            compiled = lowered.compile()
+        if hit():
+            # An executable JAX read back from its own persistent cache serialises without
+            # its machine code on jax 0.10's CPU backend (the file loads, then a call fails
+            # with "Function ... not found"). Compile once more under a key JAX's cache has
+            # never seen: the option disables an HLO pass of a name no pass has.
+            compiled = lowered.compile(
+                {"xla_disable_hlo_passes": f"samv2-jax-{os.urandom(8).hex()}"})
         tmp = None
         try:
             data = pickle.dumps(se.serialize(compiled))
@@ -187,6 +203,39 @@ class Program:
         return compiled
 
 
+_HITS: dict[int, int] = {}  # thread -> persistent-cache hits seen while it compiled
+_HITS_LOCK = threading.Lock()
+
+
+def _on_jax_event(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        tid = threading.get_ident()
+        with _HITS_LOCK:
+            if tid in _HITS:
+                _HITS[tid] += 1
+
+
+@functools.cache
+def _listen_to_jax_cache() -> None:
+    jax.monitoring.register_event_listener(_on_jax_event)
+
+
+@contextlib.contextmanager
+def _watch_jax_cache():
+    """Yields `hit()`: whether a compile on this thread inside the block was served by JAX's
+    persistent cache (JAX reports hits as monitoring events on the compiling thread)."""
+    _listen_to_jax_cache()
+    tid = threading.get_ident()
+    with _HITS_LOCK:
+        _HITS[tid] = 0
+    seen = [0]
+    try:
+        yield lambda: seen[0] > 0
+    finally:
+        with _HITS_LOCK:
+            seen[0] = _HITS.pop(tid, 0)
+
+
 class _TreeUnpickler(pickle.Unpickler):
     """Reads back (executable bytes, input tree, output tree) and nothing else: the trees may
     only name JAX's tree types and this package's own pytree classes. (The executable itself
@@ -194,7 +243,9 @@ class _TreeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         allowed = ((module.startswith("jaxlib") and name == "PyTreeDef")
-                   or (module == "jax._src.tree_util" and name == "default_registry")
+                   # the registry a tree was flattened with: jax 0.10 traces with
+                   # `tracing_registry`, earlier versions with `default_registry`
+                   or (module == "jax._src.tree_util" and name.endswith("_registry"))
                    or module.startswith("samv2_jax."))
         if not allowed:
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a program cache")

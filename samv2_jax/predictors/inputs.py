@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.modeling.transforms import resize_bilinear
+
+
+class Prompt(NamedTuple):
+    """Prompts for one object on one frame, in the frame's own pixels: clicks (`points` [N, 2]
+    with `labels` [N], 1 foreground / 0 background), a `box` (x0, y0, x1, y1), or a `mask`
+    [H, W] (used alone)."""
+
+    points: Any = None
+    labels: Any = None
+    box: Any = None
+    mask: Any = None
+
 
 # 1 foreground, 0 background, 2/3 box corners, -1 padding (the official's label codes).
 POINT_LABELS = (-1, 0, 1, 2, 3)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samv2_jax.config import SAM2Config
-from samv2_jax.predictors.inputs import as_points, mask_prompt_to_input, with_box
+from samv2_jax.predictors.inputs import Prompt, as_points, mask_prompt_to_input, with_box
 from samv2_jax.predictors.programs import (
     decode_frame,
     encode_image,
@@ -40,17 +40,6 @@ from samv2_jax.tracking.step import NO_OBJ_SCORE, use_multimask
 from samv2_jax.weights.store import Model
 
 _UNBOUNDED = 2**30
-
-
-class Prompt(NamedTuple):
-    """Prompts for one object on one frame, in the frame's own pixels: clicks (`points` [N, 2]
-    with `labels` [N], 1 foreground / 0 background), a `box` (x0, y0, x1, y1), or a `mask`
-    [H, W] (used alone)."""
-
-    points: Any = None
-    labels: Any = None
-    box: Any = None
-    mask: Any = None
 
 
 class FrameResult(NamedTuple):

@@ -4,6 +4,8 @@ unknown program could otherwise be served."""
 
 import dataclasses
 import functools
+import types
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +34,15 @@ def _f(a, b, n: int = 2, *, scale=None, extra=None):
     return out
 
 
+def _fresh_f():
+    """`_f` as a new function object with the same name (what a new process would have)."""
+    fn = types.FunctionType(_f.__wrapped__.__code__, _f.__wrapped__.__globals__, "_f",
+                            _f.__wrapped__.__defaults__, _f.__wrapped__.__closure__)
+    fn.__kwdefaults__ = _f.__wrapped__.__kwdefaults__
+    fn.__qualname__ = _f.__wrapped__.__qualname__
+    return jax.jit(fn, static_argnames=("n", "scale"), donate_argnames=("b",))
+
+
 @pytest.fixture
 def cache(tmp_path):
     aot.enable(tmp_path / "programs")
@@ -52,11 +63,17 @@ def test_same_results_and_no_trace_from_disk(cache):
     got = first(a, jnp.array(b), 3, extra=jnp.float32(1.0))
     np.testing.assert_allclose(got["a"], want["a"], rtol=1e-6)
     assert float(got["extra"]) == 2.0
-    assert len(list(cache.glob("*.xla"))) == 1
+    [f] = cache.glob("*.xla")
+    written = f.stat().st_ino
     traced = len(TRACES)
-    again = aot.Program(_f)  # as in a new process: nothing in memory, the file on disk
-    got2 = again(a, jnp.array(b), 3, extra=jnp.float32(1.0))
+    # As in a new process: a new function object (so no trace JAX keeps in memory can
+    # stand in for the file), the file on disk. A failed load would trace (and warn).
+    again = aot.Program(_fresh_f())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got2 = again(a, jnp.array(b), 3, extra=jnp.float32(1.0))
     assert len(TRACES) == traced  # loaded, not traced
+    assert f.stat().st_ino == written  # and not written again
     np.testing.assert_array_equal(got2["a"], got["a"])
     donated = jnp.array(b)
     again(a, donated, 3, extra=jnp.float32(1.0))
@@ -90,7 +107,8 @@ def test_a_damaged_file_is_compiled_again(cache):
     aot.Program(_f)(a, jnp.array(b), 2)
     [f] = cache.glob("*.xla")
     f.write_bytes(b"not a program")
-    out = aot.Program(_f)(a, jnp.array(b), 2)
+    with pytest.warns(RuntimeWarning, match="could not be loaded"):
+        out = aot.Program(_f)(a, jnp.array(b), 2)
     np.testing.assert_allclose(out["a"], _f(a, jnp.array(b), 2)["a"], rtol=1e-6)
     assert f.read_bytes() != b"not a program"
 
@@ -112,3 +130,44 @@ def test_stable_reprs():
     assert aot._stable_repr(OfficialPolicy()) is not None
     assert aot._stable_repr(Scale(1.0)) is None and aot._stable_repr(lambda: 0) is None
     assert aot._stable_repr((1, "a", None, jnp.dtype("bfloat16"))) is not None
+
+
+_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from samv2_jax.predictors import aot
+jax.config.update("jax_compilation_cache_dir", sys.argv[1] + "/xla")
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+aot.enable(sys.argv[1] + "/programs")
+def g(a, b):
+    for _ in range(3):
+        a = jnp.tanh(a @ a.T) * 0.5 + jnp.broadcast_to(b[:, None], a.shape)
+    return a
+x = jnp.asarray(np.random.default_rng(0).normal(size=(64, 64)), jnp.float32)
+print(repr(float(aot.Program(jax.jit(g))(x, x[0]).sum())))
+"""
+
+
+def test_a_program_compiled_from_jax_s_own_cache_still_loads(tmp_path):
+    """Three processes with JAX's persistent cache on: the first compiles; the second, its
+    program file gone, gets the executable from JAX's cache (which jax 0.10 serialises without
+    its machine code); the third loads the second's file and must run it, same result."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = tmp_path / "prog.py"
+    script.write_text(_SCRIPT)
+
+    def run():
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / "c")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return float(done.stdout.split()[-1])
+
+    first = run()
+    shutil.rmtree(tmp_path / "c" / "programs")
+    assert run() == first
+    assert len(list((tmp_path / "c" / "programs").glob("*.xla"))) == 1
+    assert run() == first
