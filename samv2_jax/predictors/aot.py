@@ -203,16 +203,13 @@ class Program:
         return compiled
 
 
-_HITS: dict[int, int] = {}  # thread -> persistent-cache hits seen while it compiled
-_HITS_LOCK = threading.Lock()
+_COMPILING = threading.local()  # .hits: persistent-cache hits seen while this thread compiles
 
 
 def _on_jax_event(event: str, **_) -> None:
-    if event == "/jax/compilation_cache/cache_hits":
-        tid = threading.get_ident()
-        with _HITS_LOCK:
-            if tid in _HITS:
-                _HITS[tid] += 1
+    # JAX reports events on the thread that compiles; only a watched thread has a counter.
+    if event == "/jax/compilation_cache/cache_hits" and hasattr(_COMPILING, "hits"):
+        _COMPILING.hits += 1
 
 
 @functools.cache
@@ -223,17 +220,15 @@ def _listen_to_jax_cache() -> None:
 @contextlib.contextmanager
 def _watch_jax_cache():
     """Yields `hit()`: whether a compile on this thread inside the block was served by JAX's
-    persistent cache (JAX reports hits as monitoring events on the compiling thread)."""
+    persistent cache."""
     _listen_to_jax_cache()
-    tid = threading.get_ident()
-    with _HITS_LOCK:
-        _HITS[tid] = 0
+    _COMPILING.hits = 0
     seen = [0]
     try:
         yield lambda: seen[0] > 0
     finally:
-        with _HITS_LOCK:
-            seen[0] = _HITS.pop(tid, 0)
+        seen[0] = _COMPILING.hits
+        del _COMPILING.hits
 
 
 class _TreeUnpickler(pickle.Unpickler):
