@@ -82,6 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if code is None else int(code)
 
 
+def entry() -> int:
+    """The `samv2` executable: `main` in a process of its own, whose allocator then keeps
+    freed memory for reuse (`host_memory`: XLA's per-call scratch space is not page-faulted
+    in again on every frame). `main` alone, as tests and other programs call it, leaves the
+    host process's allocator as it is."""
+    from samv2_jax.app.host_memory import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -1,0 +1,64 @@
+"""The `samv2` process's allocator keeps freed memory (app/host_memory.py): a large block
+freed and allocated again is not page-faulted in a second time."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+                                reason="the setting is glibc's (mallopt)")
+
+SCRIPT = """
+import resource, sys
+from samv2_jax.app.host_memory import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "1" else None
+import ctypes
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = (ctypes.c_void_p,)
+
+def faults_of_a_big_block():
+    # malloc itself, as XLA's runtime calls it (numpy would ask for huge pages)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(256 << 20)  # above every mmap threshold glibc adjusts to
+    ctypes.memset(block, 1, 256 << 20)
+    libc.free(block)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+faults_of_a_big_block()
+print(applied, faults_of_a_big_block())
+"""
+
+
+def _run(flag, **env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, flag], env={**clean, **env},
+                          capture_output=True, text=True, check=True)
+    applied, faults = done.stdout.split()
+    return applied, int(faults)
+
+
+def test_a_freed_block_is_reused_without_page_faults():
+    pages = (256 << 20) // 4096
+    _, faults_default = _run("0")
+    applied, faults_kept = _run("1")
+    assert applied == "True"
+    assert faults_default > 0.9 * pages  # glibc maps such a block afresh each time
+    assert faults_kept < 0.02 * pages, faults_kept
+
+
+def test_a_users_own_malloc_tuning_is_left_alone():
+    applied, faults = _run("1", MALLOC_ARENA_MAX="4")
+    assert applied == "False"
+    assert faults > 0.9 * (256 << 20) // 4096
+
+
+def test_the_command_applies_it_and_main_alone_does_not():
+    from samv2_jax.app import cli
+
+    assert "keep_freed_memory" in cli.entry.__code__.co_names or any(
+        "keep_freed_memory" in str(c) for c in cli.entry.__code__.co_consts)
+    assert "keep_freed_memory" not in cli.main.__code__.co_names
