@@ -21,6 +21,7 @@ EXIF orientation and container rotation metadata are ignored, as in the official
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
@@ -88,12 +89,22 @@ def preprocess_frame(frame, image_size: int, img_mean: Sequence[float] = IMAGENE
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     rgb = _frame_to_rgb(frame, "frame")
     resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size), RESAMPLE))
-    # The official divides in float64 (numpy) and stores into a float32 tensor; the mean and
-    # std are float32 tensors.
-    x = (resized / 255.0).astype(np.float32)
-    x -= np.asarray(img_mean, np.float32)
-    x /= np.asarray(img_std, np.float32)
-    return x
+    table = _normalising_table(tuple(float(m) for m in img_mean),
+                               tuple(float(s) for s in img_std))
+    out = np.empty(resized.shape, np.float32)
+    for c in range(3):  # a table look-up per channel: 1.5x faster than the arithmetic
+        np.take(table[c], resized[..., c], out=out[..., c])
+    return out
+
+
+@functools.cache
+def _normalising_table(img_mean: tuple[float, ...], img_std: tuple[float, ...]) -> np.ndarray:
+    """[3, 256] float32: each uint8 value of each channel normalised with the official's
+    arithmetic (a float64 division by 255 stored as float32, then the float32 mean and std),
+    so looking values up is bit-identical to computing them."""
+    x = (np.arange(256) / 255.0).astype(np.float32)[None, :]
+    x = x - np.asarray(img_mean, np.float32)[:, None]
+    return np.ascontiguousarray(x / np.asarray(img_std, np.float32)[:, None], np.float32)
 
 
 def load_video_frames(source, image_size: int, img_mean: Sequence[float] = IMAGENET_MEAN,

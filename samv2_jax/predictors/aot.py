@@ -141,8 +141,23 @@ class Program:
         return self.jitted.lower(*args, **kwargs)
 
     def __call__(self, *args, **kwargs):
+        compiled, dyn_args, dyn_kwargs = self._executable(args, kwargs)
+        return compiled(*dyn_args, **dyn_kwargs)
+
+    def prepare(self, *args, **kwargs) -> None:
+        """Load or compile the executable a call with arguments of these shapes, dtypes and
+        static values will run, without running it (on a second thread, say, while the
+        inputs are being read: XLA compiles without holding the GIL)."""
+        compiled, _, _ = self._executable(args, kwargs)
+        if compiled is self.jitted:  # not kept by this cache: JAX's own in-memory cache
+            self.jitted.lower(*args, **kwargs).compile()
+
+    def _executable(self, args, kwargs):
+        """(what to call, its arguments): a kept executable with the dynamic arguments only,
+        or the jitted function with all of them."""
+        plain = self.jitted, args, kwargs
         if _STATE["dir"] is None or not self._usable:
-            return self.jitted(*args, **kwargs)
+            return plain
         dyn_args, dyn_kwargs, static = [], {}, []
         for i, a in enumerate(args):
             name = self._positional[i] if i < len(self._positional) else None
@@ -151,19 +166,19 @@ class Program:
             (static.append((k, v)) if k in self._static else dyn_kwargs.__setitem__(k, v))
         statics = [(k, _stable_repr(v)) for k, v in sorted(static, key=lambda kv: kv[0])]
         if any(r is None for _, r in statics):
-            return self.jitted(*args, **kwargs)
+            return plain
         dyn = (tuple(dyn_args), dyn_kwargs)
         leaves, tree = jax.tree_util.tree_flatten(dyn)
         try:
             leaf_keys = ";".join(_leaf_key(x) for x in leaves)
         except (_Traced, _Unkeyable):
-            return self.jitted(*args, **kwargs)
+            return plain
         key = f"{self._name}|{statics}|{tree}|{leaf_keys}"
         compiled = self._memo.get(key)
         if compiled is None:
             compiled = self._load_or_compile(key, args, kwargs)
             self._memo[key] = compiled
-        return compiled(*dyn_args, **dyn_kwargs)
+        return compiled, dyn_args, dyn_kwargs
 
     def _load_or_compile(self, key: str, args, kwargs):
         from jax.experimental import serialize_executable as se
@@ -245,3 +260,32 @@ class _TreeUnpickler(pickle.Unpickler):
         if not allowed:
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a program cache")
         return super().find_class(module, name)
+
+
+class _Background:
+    """fn(*args) on a daemon thread; `join` waits and re-raises what it raised. Not a
+    ThreadPoolExecutor: its worker is not a daemon, so a Ctrl-C during start-up would wait
+    for a compilation that is no longer wanted before the process could exit."""
+
+    def __init__(self, fn, *args):
+        self._error = None
+
+        def run():
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller in join()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="samv2-compile", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def in_background(fn, *args) -> _Background:
+    """Start fn(*args) (a `Program.prepare`, say) on a daemon thread; `.join()` waits for it
+    and raises what it raised."""
+    return _Background(fn, *args)

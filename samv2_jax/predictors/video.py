@@ -18,6 +18,7 @@ import numpy as np
 
 from samv2_jax.config import SAM2Config
 from samv2_jax.modeling.mask_postprocess import apply_non_overlapping_constraints
+from samv2_jax.predictors.aot import in_background
 from samv2_jax.predictors.inputs import as_points, mask_prompt_to_input, with_box
 from samv2_jax.predictors.programs import (
     decode_frame,
@@ -94,7 +95,13 @@ class SAM2VideoPredictor:
         are kept in host memory and moved to the device one at a time."""
         from samv2_jax.io.frames import load_video_frames  # file I/O only when asked for
 
-        images, video_height, video_width = load_video_frames(video_path, self.image_size)
+        # The image encoder compiles on a second thread while the frames are decoded (its
+        # first call, below, would otherwise wait for the compiler after the last frame).
+        size = self.image_size
+        ahead = in_background(encode_image.prepare, self.params, self.cfg,
+                              jnp.asarray(np.zeros((1, size, size, 3), np.float32)))
+        images, video_height, video_width = load_video_frames(video_path, size)
+        ahead.join()  # (a video that fails to load raises at once, without waiting for it)
         state = {
             "images": images,
             "num_frames": len(images),

@@ -120,6 +120,43 @@ def test_disabled_is_plain_jit(tmp_path):
     assert out["a"].shape == (8, 8) and not any(tmp_path.iterdir())
 
 
+_BACKEND_COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _secs, **_: event.endswith("backend_compile_duration")
+    and _BACKEND_COMPILES.append(event))
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["program-cache", "jax-only"])
+def test_prepare_compiles_what_the_call_then_runs(kept, tmp_path):
+    """`prepare` (on a second thread, as `init_state` and `samv2 segment` use it) leaves
+    nothing to trace or compile for the call it was given the shapes of."""
+    if kept:
+        aot.enable(tmp_path / "programs")
+    try:
+        p = aot.Program(_fresh_f())
+        a, b = _args(seed=3, n=12)
+        TRACES.clear()
+        _BACKEND_COMPILES.clear()
+        aot.in_background(p.prepare, a, jnp.zeros_like(b), 2).join()
+        assert len(TRACES) == 1 and len(_BACKEND_COMPILES) >= 1
+        assert len(list((tmp_path / "programs").glob("*.xla"))) == int(kept)
+        b_copy = jnp.array(b)  # (the copy is a program of its own)
+        _BACKEND_COMPILES.clear()
+        out = p(a, b_copy, 2)
+        assert len(TRACES) == 1 and not _BACKEND_COMPILES
+        np.testing.assert_allclose(out["a"], _f(a, jnp.array(b), 2)["a"], rtol=1e-6)
+    finally:
+        aot.disable()
+
+
+def test_in_background_hands_its_error_to_join():
+    def fails():
+        raise ValueError("no such shape")
+
+    with pytest.raises(ValueError, match="no such shape"):
+        aot.in_background(fails).join()
+
+
 def test_stable_reprs():
     from samv2_jax.config import get_config
     from samv2_jax.tracking.policies import OfficialPolicy

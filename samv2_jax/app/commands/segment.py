@@ -24,6 +24,7 @@ def _run_segment(args) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from samv2_jax.io import outputs
+    from samv2_jax.predictors.aot import in_background
     from samv2_jax.predictors.image import SAM2ImagePredictor
 
     if args.everything:  # the automatic mask generator (app/everything.py)
@@ -61,7 +62,7 @@ def _run_segment(args) -> int:
     multimask = args.all or (box is None and coords is not None and len(coords) == 1)
     # The decoder compiles on a second thread while the image is encoded (a cold start
     # compiles both: 1-2 s saved on 2 cores).
-    ahead = _Background(predictor.prepare_predict, image.shape[:2], coords, labels, box,
+    ahead = in_background(predictor.prepare_predict, image.shape[:2], coords, labels, box,
                         multimask)
     predictor.set_image(image)
     ahead.join()
@@ -81,31 +82,6 @@ def _run_segment(args) -> int:
         Image.fromarray(outputs.overlay(image, labels_map)).save(overlay_path)
         print(f"{overlay_path}: overlay of the best mask")
     return 0
-
-
-class _Background:
-    """fn(*args) on a daemon thread; `join` waits and re-raises what it raised. Not a
-    ThreadPoolExecutor: its worker is not a daemon, so a Ctrl-C during start-up would wait
-    for a compilation that is no longer wanted before the process could exit."""
-
-    def __init__(self, fn, *args):
-        import threading
-
-        self._error = None
-
-        def run():
-            try:
-                fn(*args)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller in join()
-                self._error = e
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 def add_parsers(sub) -> None:
