@@ -9,8 +9,10 @@ and not unmapped, the same pages are reused from the second call on: no faults, 
 less wall time per tracked frame, and a lower peak (freed blocks are reused instead of
 new ones mapped beside them).
 
-The command sets this at its start (it owns the process); a library does not change its
-host's allocator, so the predictors leave it alone. An environment that already tunes
+`samv2 track`, `train` and `eval` set this at their start (the command owns its process);
+not `segment`: one call, and its compile (several threads allocating) is slower with a
+single heap. A library does not change its host's allocator, so the predictors leave it
+alone. An environment that already tunes
 glibc's malloc (MALLOC_* or GLIBC_TUNABLES) keeps its own settings.
 """
 

@@ -56,9 +56,15 @@ def test_a_users_own_malloc_tuning_is_left_alone():
     assert faults > 0.9 * (256 << 20) // 4096
 
 
-def test_the_command_applies_it_and_main_alone_does_not():
-    from samv2_jax.app import cli
+def test_the_long_running_commands_apply_it_and_main_alone_does_not(monkeypatch):
+    from samv2_jax.app import cli, host_memory
 
-    assert "keep_freed_memory" in cli.entry.__code__.co_names or any(
-        "keep_freed_memory" in str(c) for c in cli.entry.__code__.co_consts)
-    assert "keep_freed_memory" not in cli.main.__code__.co_names
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    for argv, applied in ((["samv2", "track", "v.mp4"], True), (["samv2", "-q", "train"], True),
+                          (["samv2", "segment", "a.jpg"], False), (["samv2", "--version"], False)):
+        calls.clear()
+        monkeypatch.setattr(sys, "argv", argv)
+        assert cli.entry() == 0
+        assert bool(calls) == applied, argv
