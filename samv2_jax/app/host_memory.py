@@ -5,15 +5,15 @@ the tiny image encoder at 1024) and frees it after. glibc serves a block that la
 fresh `mmap` and unmaps it on free, so every call page-faults its whole scratch space in
 again: 140,000 faults and about 0.33 s of kernel time per encoder call on 2 cores, 5.5 s of
 system time over 30 frames of `samv2 track` at 512. Served from the main heap, not trimmed
-and not unmapped, the same pages are reused from the second call on: no faults, about 6%
+and not unmapped, the same pages are reused from the second call on: no faults, 6-13%
 less wall time per tracked frame, and a lower peak (freed blocks are reused instead of
 new ones mapped beside them).
 
 `samv2 track`, `train` and `eval` set this at their start (the command owns its process);
 not `segment`: one call, and its compile (several threads allocating) is slower with a
 single heap. A library does not change its host's allocator, so the predictors leave it
-alone. An environment that already tunes
-glibc's malloc (MALLOC_* or GLIBC_TUNABLES) keeps its own settings.
+alone. An environment that already tunes glibc's malloc (MALLOC_* or GLIBC_TUNABLES) keeps
+its own settings.
 """
 
 from __future__ import annotations
